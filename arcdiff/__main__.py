@@ -1,0 +1,3 @@
+from arcdiff.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""The ``arcdiff`` command line: thin typer commands over library functions.
+
+A user error (arcdiff.errors) ends in one red line on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+from rich.tree import Tree
+
+from arcdiff.config import Config, config_to_dict, load_config, save_config
+from arcdiff.errors import ArcdiffError, DataError
+
+console = Console(emoji=False, highlight=False)
+err_console = Console(stderr=True, emoji=False, highlight=False)
+
+app = typer.Typer(
+    name="arcdiff",
+    help="Discrete diffusion for ARC-AGI tasks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Inspect and validate task sources.", no_args_is_help=True)
+config_app = typer.Typer(help="Show resolved configurations.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config", "-c", help="Config file, or a preset name from configs/ (e.g. smol_aa1)."
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config field: section.key=value (repeatable)."),
+]
+SOURCE_HELP = "aa1:train, aa1:eval, aa2:train, aa2:eval, a folder of task JSON, or a JSON file."
+
+
+def user_errors(fn: F) -> F:
+    """Print an arcdiff error as one line and exit 1 instead of raising."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ArcdiffError as e:
+            err_console.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Machine-readable output beside the tables (tmp file then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2) + b"\n")
+    tmp.replace(path)
+
+
+def config_tree(cfg: Config) -> Tree:
+    tree = Tree(f"[bold]config[/] {escape(cfg.name)}")
+    for section, values in config_to_dict(cfg).items():
+        if isinstance(values, dict):
+            branch = tree.add(f"[bold cyan]{section}[/]")
+            for key, value in values.items():
+                branch.add(f"{key} = [green]{escape(orjson.dumps(value).decode())}[/]")
+    return tree
+
+
+@config_app.command("show")
+@user_errors
+def config_show(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    save: Annotated[
+        Path | None, typer.Option(help="Also write the resolved config to this JSON file.")
+    ] = None,
+) -> None:
+    """Print the resolved config (file or preset, then --set overrides) as a tree."""
+    cfg = load_config(config, set_ or [])
+    console.print(config_tree(cfg))
+    if save is not None:
+        save_config(cfg, save)
+        console.print(f"saved {save}")
+
+
+@data_app.command("info")
+@user_errors
+def data_info(
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    max_size: Annotated[
+        int | None, typer.Option(help="Keep tasks whose demonstrations and test inputs fit.")
+    ] = None,
+    ids: Annotated[str | None, typer.Option(help="Comma-separated task ids to keep.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Keep the first N tasks.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the summary to this JSON file.")
+    ] = None,
+) -> None:
+    """Tasks, pairs, test inputs, grid sizes and colours of a source.
+
+    Filters default to the config's data section when --config or --set is given.
+    """
+    from arcdiff.data.inspect import summarize, summary_tables
+    from arcdiff.data.tasks import MAX_SIDE, load_tasks
+
+    data = load_config(config, set_ or []).data if (config or set_) else None
+    tasks = load_tasks(
+        source,
+        max_size=max_size or (data.max_size if data else MAX_SIDE),
+        ids=ids.split(",") if ids else (data.ids if data else None),
+        limit=limit or (data.limit if data else None),
+    )
+    summary = summarize(tasks)
+    console.print(summary_tables(summary))
+    if json_out is not None:
+        write_json(json_out, summary)
+
+
+@data_app.command("validate")
+@user_errors
+def data_validate(
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the problems to this JSON file.")
+    ] = None,
+) -> None:
+    """Check every grid of every task and report all problems; exit 1 if there are any."""
+    from arcdiff.data.inspect import problems_table
+    from arcdiff.data.tasks import check_source
+
+    count, problems = check_source(source)
+    if json_out is not None:
+        write_json(
+            json_out,
+            {
+                "source": source,
+                "tasks": count,
+                "problems": [
+                    {"file": p.origin, "task": p.task_id, "where": p.location, "problem": p.message}
+                    for p in problems
+                ],
+            },
+        )
+    if problems:
+        console.print(problems_table(problems))
+        message = f"{source}: {len(problems)} problem(s) in {count} task(s)"
+        err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(Text("ok: ", style="green") + Text(f"{source}: {count} task(s), every grid valid"))
+
+
+def split_task_ref(ref: str) -> tuple[str, str]:
+    """``aa1:eval/007bbfb7`` -> ("aa1:eval", "007bbfb7"); a task file is its own source."""
+    path = Path(ref)
+    if path.is_file():
+        return ref, path.stem
+    source, sep, task_id = ref.rpartition("/")
+    if not sep or not source or not task_id:
+        raise DataError(f"'{ref}': expected SOURCE/TASK_ID, e.g. aa1:eval/00576224")
+    return source, task_id
+
+
+@data_app.command("show")
+@user_errors
+def data_show(
+    ref: Annotated[str, typer.Argument(help="SOURCE/TASK_ID, e.g. aa1:train/007bbfb7, or a task file.")],
+    answers: Annotated[
+        bool, typer.Option(help="Also draw the test outputs, where the source has them.")
+    ] = False,
+) -> None:
+    """Draw a task's pairs in the ARC colour palette."""
+    from arcdiff.data.inspect import task_table
+    from arcdiff.data.tasks import load_tasks
+
+    source, task_id = split_task_ref(ref)
+    tasks = load_tasks(source, ids=[task_id])
+    task = tasks[task_id]
+    console.print(task_table(task, tasks.solutions[task_id] if answers else None))
+
+
+def main() -> None:
+    app()

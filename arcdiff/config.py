@@ -1,0 +1,348 @@
+"""Typed configuration: one frozen dataclass per concern, loaded from JSON.
+
+A config file is a JSON object with an optional ``name`` and one object per section
+(``data``, ``model``, ``diffusion``, ``train``, ``eval``, ``lora``). Every key is checked
+against the dataclass fields: an unknown or mistyped key, or a value of the wrong type, is a
+ConfigError naming the key and the file. ``--set section.key=value`` overrides any field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from arcdiff.errors import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which tasks to train on and how training examples are drawn."""
+
+    # Train-split sources contribute all their pairs (demonstrations and solved tests).
+    train_sources: list[str] = field(default_factory=lambda: ["aa1:train"])
+    # Eval-split sources contribute their demonstration pairs only; never their test outputs.
+    eval_sources: list[str] = field(default_factory=lambda: ["aa1:eval"])
+    max_size: int = 30  # canvas side; tasks with a larger demonstration or test input are dropped
+    ids: list[str] | None = None  # keep only these task ids
+    limit: int | None = None  # keep the first N tasks of each source
+    eval_weight: float = 0.5  # share of training examples drawn from eval-split demonstrations
+    permute_background: bool = False  # colour permutations also move colour 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.max_size <= 30, "data.max_size", "must be in 1..30")
+        _check(0.0 <= self.eval_weight <= 1.0, "data.eval_weight", "must be in [0, 1]")
+        _check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the transformer denoiser (and nothing else)."""
+
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    self_condition: bool = True
+    sc_temperature: float = 1.5
+    sc_gate_init: float = 0.3
+
+    def __post_init__(self) -> None:
+        _check(self.d_model >= 1, "model.d_model", "must be >= 1")
+        _check(self.n_heads >= 1, "model.n_heads", "must be >= 1")
+        _check(
+            self.d_model % self.n_heads == 0,
+            "model.d_model",
+            f"{self.d_model} is not divisible by model.n_heads={self.n_heads}",
+        )
+        _check(self.n_layers >= 1, "model.n_layers", "must be >= 1")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The discrete noising process over output colours."""
+
+    kernel: Literal["uniform", "absorbing"] = "uniform"
+    schedule: Literal["cosine", "linear"] = "cosine"
+    num_timesteps: int = 128
+    size_loss_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.num_timesteps >= 1, "diffusion.num_timesteps", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, checkpointing and logging of a training run."""
+
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    max_steps: int = 1000
+    max_minutes: float | None = None
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    self_cond_prob: float = 0.5
+    eval_every: int = 250
+    save_every: int | None = None
+    bf16: bool = True
+    compile: bool = False
+    seed: int = 0
+    wandb: bool = False
+    wandb_project: str = "arcdiff"
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.max_steps >= 1, "train.max_steps", "must be >= 1")
+        _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
+        _check(0.0 <= self.self_cond_prob <= 1.0, "train.self_cond_prob", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a trained model is sampled, voted and scored."""
+
+    split: str = "aa1:eval"
+    num_steps: int = 32
+    maj: bool = True
+    num_augs: int = 8
+    limit: int | None = None
+    batch_size: int = 256
+    use_ema: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.num_steps >= 1, "eval.num_steps", "must be >= 1")
+        _check(self.num_augs >= 1, "eval.num_augs", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Adapting a trained model to unseen tasks."""
+
+    mode: Literal["shared", "per-task", "embeddings-only", "full"] = "shared"
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["qkv", "proj", "fc1", "fc2"])
+    steps: int = 200
+    lr: float = 1e-3
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 1, "lora.rank", "must be >= 1")
+        _check(self.steps >= 1, "lora.steps", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of a run."""
+
+    name: str = "arcdiff"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "diffusion": DiffusionConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "lora": LoraConfig,
+}
+
+
+class _FieldError(Exception):
+    """A value failed a section's own check; the loader adds where it came from."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise _FieldError(f"{key} {message}")
+
+
+def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list[{_type_name(typing.get_args(tp)[0])}]"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Return (ok, value) with value converted to ``tp`` where that is lossless (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return value in typing.get_args(tp), value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, coerced = _coerce(value, arg)
+            if ok:
+                return True, coerced
+        return False, value
+    if origin is list:
+        if not isinstance(value, list):
+            return False, value
+        (item_tp,) = typing.get_args(tp)
+        items = [_coerce(v, item_tp) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _build_section(cls: type, raw: Any, section: str, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: section '{section}' must be a JSON object")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{where}: unknown key '{section}.{key}'{_did_you_mean(key, names)}"
+            )
+        ok, coerced = _coerce(value, hints[key])
+        if not ok:
+            raise ConfigError(
+                f"{where}: '{section}.{key}' must be {_type_name(hints[key])}, got {value!r}"
+            )
+        values[key] = coerced
+    try:
+        return cls(**values)
+    except _FieldError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def config_from_dict(raw: Any, where: str = "<config>") -> Config:
+    """Build a Config from a parsed JSON object; ``where`` names the source in errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: a config must be a JSON object")
+    sections: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "name":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: 'name' must be a non-empty string")
+            continue
+        if key not in SECTIONS:
+            known = ["name", *SECTIONS]
+            raise ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, known)}")
+        sections[key] = _build_section(SECTIONS[key], value, key, where)
+    return Config(name=raw.get("name", "arcdiff"), **sections)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path that exists, else a preset in configs/ (``smol_aa1`` or ``smol_aa1.json``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = path.name[:-5] if path.name.endswith(".json") else path.name
+    preset = PRESET_DIR / f"{stem}.json"
+    if preset.is_file():
+        return preset
+    presets = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+    raise ConfigError(
+        f"config '{name_or_path}' is neither a file nor a preset"
+        f"{_did_you_mean(stem, presets)}; presets: {', '.join(presets)}"
+    )
+
+
+def load_config(name_or_path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Load a config file (or the defaults when None) and apply ``section.key=value`` overrides."""
+    if name_or_path is None:
+        raw: dict[str, Any] = {}
+        where = "<defaults>"
+    else:
+        path = resolve_config_path(name_or_path)
+        where = str(path)
+        try:
+            raw = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as e:
+            raise ConfigError(f"{where}: not valid JSON ({e})") from None
+        if isinstance(raw, dict):
+            raw.setdefault("name", path.stem)
+    return apply_overrides(config_from_dict(raw, where), overrides)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``train.lr=3e-4`` -> ("train", "lr", 3e-4). Values are JSON, else plain strings."""
+    key, sep, value_text = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(f"--set '{text}': expected section.key=value, e.g. train.lr=3e-4")
+    try:
+        value = orjson.loads(value_text)
+    except orjson.JSONDecodeError:
+        value = value_text
+    return section, name, value
+
+
+def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
+    for text in overrides:
+        section, name, value = parse_override(text)
+        where = f"--set {text}"
+        if section == "name" or section not in SECTIONS:
+            raise ConfigError(
+                f"{where}: unknown section '{section}'{_did_you_mean(section, SECTIONS)}"
+            )
+        current = getattr(cfg, section)
+        merged = {f.name: getattr(current, f.name) for f in fields(current)}
+        if name not in merged:
+            raise ConfigError(
+                f"{where}: unknown key '{section}.{name}'{_did_you_mean(name, merged)}"
+            )
+        merged[name] = value
+        cfg = replace(cfg, **{section: _build_section(SECTIONS[section], merged, section, where)})
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config as indented JSON (atomically: tmp file then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(orjson.dumps(config_to_dict(cfg), option=orjson.OPT_INDENT_2) + b"\n")
+    tmp.replace(path)

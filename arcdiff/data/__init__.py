@@ -1,0 +1,1 @@
+"""Task sources, augmentations, canvas encoding and the training stream."""

@@ -1,0 +1,172 @@
+"""The stream of augmented, encoded training examples.
+
+Train-split tasks contribute all their pairs (demonstrations and solved tests); eval-split
+tasks contribute their demonstration pairs ONLY: the stream is handed :class:`Task` objects,
+which carry no test outputs, so none can leak into training. ``eval_weight`` is the share of
+examples drawn from eval-split demonstrations. Each example picks a task uniformly within its
+split, then one of its pairs uniformly, then a fresh random augmentation; it carries the task
+index (train tasks first, then eval tasks) and the augmentation.
+
+Under DDP every rank draws the same global batch from the same generator and keeps its own
+interleaved slice, so ``world_size`` ranks of batch B see exactly the examples one process of
+batch ``B * world_size`` would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from arcdiff.config import DataConfig
+from arcdiff.data.augment import augment_canvases, sample_augmentations
+from arcdiff.data.encode import encode_grids
+from arcdiff.data.tasks import Pair, Task, TaskSet, load_tasks
+from arcdiff.errors import DataError
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of training examples on (B, S, S) PAD canvases."""
+
+    inputs: torch.Tensor  # (B, S, S) int64, augmented input grids
+    outputs: torch.Tensor  # (B, S, S) int64, augmented output grids
+    input_sizes: torch.Tensor  # (B, 2) int64 (h, w)
+    output_sizes: torch.Tensor  # (B, 2) int64 (h, w)
+    task: torch.Tensor  # (B,) int64 task index
+    dihedral: torch.Tensor  # (B,) int64 dihedral id 0..7
+    colours: torch.Tensor  # (B, 10) int64 colour permutation
+    from_eval: torch.Tensor  # (B,) bool, drawn from an eval-split task's demonstrations
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+class _Pool:
+    """Encoded pairs of a group of tasks, for vectorised task-then-pair sampling."""
+
+    def __init__(self, pairs_per_task: Sequence[Sequence[Pair]], first_task_index: int):
+        counts = np.array([len(p) for p in pairs_per_task], dtype=np.int64)
+        if (counts == 0).any():
+            raise DataError("a training task has no pairs with known outputs")
+        self.counts = counts
+        self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        flat = [pair for pairs in pairs_per_task for pair in pairs]
+        self.pair_task = np.repeat(np.arange(len(counts)) + first_task_index, counts)
+        self.flat = flat
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.counts)
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n,) pair indices within this pool: a uniform task, then a uniform pair of it."""
+        if self.num_tasks == 0:
+            return np.zeros(n, dtype=np.int64)
+        task = rng.integers(0, self.num_tasks, size=n)
+        return self.offsets[task] + (rng.random(n) * self.counts[task]).astype(np.int64)
+
+
+class TrainingStream:
+    """Infinite, deterministic stream of augmented training batches for one DDP rank."""
+
+    def __init__(
+        self,
+        train: TaskSet,
+        eval_tasks: Sequence[Task] = (),
+        *,
+        max_size: int = 30,
+        eval_weight: float = 0.5,
+        permute_background: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        if len(train) == 0 and len(eval_tasks) == 0:
+            raise DataError("no training tasks: the train and eval sources selected nothing")
+        self.task_ids = [t.id for t in train] + [t.id for t in eval_tasks]
+        both = sorted(set(train.ids) & {t.id for t in eval_tasks})
+        if both:
+            raise DataError(f"task {both[0]} is in both the train and the eval sources")
+        self.num_train_tasks = len(train)
+        self.max_size = max_size
+        self.eval_weight = eval_weight if len(train) else 1.0
+        if not len(eval_tasks):
+            self.eval_weight = 0.0
+        self.permute_background = permute_background
+        self.rank, self.world_size = rank, world_size
+        self.rng = np.random.default_rng(seed)
+
+        self.train_pool = _Pool([train.solved_pairs(t) for t in train], 0)
+        self.eval_pool = _Pool([t.demos for t in eval_tasks], len(train))
+        pairs = self.train_pool.flat + self.eval_pool.flat
+        self.inputs, self.input_sizes = encode_grids([p.input for p in pairs], max_size)
+        self.outputs, self.output_sizes = encode_grids([p.output for p in pairs], max_size)
+        self.pair_task = np.concatenate([self.train_pool.pair_task, self.eval_pool.pair_task])
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_ids)
+
+    @property
+    def num_pairs(self) -> int:
+        return len(self.pair_task)
+
+    def sample(self, batch_size: int) -> Batch:
+        """This rank's ``batch_size`` examples of the next global batch."""
+        n = batch_size * self.world_size
+        from_eval = self.rng.random(n) < self.eval_weight
+        from_train = self.train_pool.draw(self.rng, n)
+        from_evals = self.eval_pool.draw(self.rng, n) + len(self.train_pool.flat)
+        pair = np.where(from_eval, from_evals, from_train)
+        dihedrals, colours = sample_augmentations(
+            self.rng, n, permute_background=self.permute_background
+        )
+        mine = slice(self.rank, None, self.world_size)
+        pair, dihedrals, colours, from_eval = pair[mine], dihedrals[mine], colours[mine], from_eval[mine]
+        inputs, input_sizes = augment_canvases(
+            self.inputs[pair], self.input_sizes[pair], dihedrals, colours
+        )
+        outputs, output_sizes = augment_canvases(
+            self.outputs[pair], self.output_sizes[pair], dihedrals, colours
+        )
+        return Batch(
+            inputs=torch.from_numpy(inputs.astype(np.int64)),
+            outputs=torch.from_numpy(outputs.astype(np.int64)),
+            input_sizes=torch.from_numpy(input_sizes.astype(np.int64)),
+            output_sizes=torch.from_numpy(output_sizes.astype(np.int64)),
+            task=torch.from_numpy(self.pair_task[pair].astype(np.int64)),
+            dihedral=torch.from_numpy(dihedrals.astype(np.int64)),
+            colours=torch.from_numpy(colours.astype(np.int64)),
+            from_eval=torch.from_numpy(from_eval),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+def stream_from_config(cfg: DataConfig, *, rank: int = 0, world_size: int = 1) -> TrainingStream:
+    """Load and validate the configured sources and build the training stream."""
+    filters = {"max_size": cfg.max_size, "ids": cfg.ids, "limit": cfg.limit}
+    train = load_tasks(cfg.train_sources, **filters) if cfg.train_sources else None
+    evals = load_tasks(cfg.eval_sources, **filters) if cfg.eval_sources else None
+    if train is None:
+        train = TaskSet("", (), {})
+    return TrainingStream(
+        train,
+        evals.tasks if evals is not None else (),
+        max_size=cfg.max_size,
+        eval_weight=cfg.eval_weight,
+        permute_background=cfg.permute_background,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+    )

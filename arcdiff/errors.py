@@ -1,0 +1,17 @@
+"""Errors a user can cause. The CLI prints each as one line and exits non-zero."""
+
+
+class ArcdiffError(Exception):
+    """Base class: a problem with the user's input, not a bug in arcdiff."""
+
+
+class ConfigError(ArcdiffError):
+    """A config file or --set override is malformed, mistyped or names an unknown key."""
+
+
+class DataError(ArcdiffError):
+    """A task source is missing, malformed, or holds an invalid grid."""
+
+
+class CheckpointError(ArcdiffError):
+    """A checkpoint is missing, unreadable, or does not match the model it is loaded into."""
