@@ -164,7 +164,9 @@ def data_validate(
         message = f"{source}: {len(problems)} problem(s) in {count} task(s)"
         err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
         raise typer.Exit(1)
-    console.print(Text("ok: ", style="green") + Text(f"{source}: {count} task(s), every grid valid"))
+    console.print(
+        Text("ok: ", style="green") + Text(f"{source}: {count} task(s), every grid valid")
+    )
 
 
 def split_task_ref(ref: str) -> tuple[str, str]:
@@ -181,7 +183,9 @@ def split_task_ref(ref: str) -> tuple[str, str]:
 @data_app.command("show")
 @user_errors
 def data_show(
-    ref: Annotated[str, typer.Argument(help="SOURCE/TASK_ID, e.g. aa1:train/007bbfb7, or a task file.")],
+    ref: Annotated[
+        str, typer.Argument(help="SOURCE/TASK_ID, e.g. aa1:train/007bbfb7, or a task file.")
+    ],
     answers: Annotated[
         bool, typer.Option(help="Also draw the test outputs, where the source has them.")
     ] = False,

@@ -239,9 +239,7 @@ def _build_section(cls: type, raw: Any, section: str, where: str) -> Any:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in hints:
-            raise ConfigError(
-                f"{where}: unknown key '{section}.{key}'{_did_you_mean(key, names)}"
-            )
+            raise ConfigError(f"{where}: unknown key '{section}.{key}'{_did_you_mean(key, names)}")
         ok, coerced = _coerce(value, hints[key])
         if not ok:
             raise ConfigError(

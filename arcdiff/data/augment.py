@@ -63,7 +63,9 @@ def _cayley_table() -> np.ndarray:
         for b in range(8):
             target = dihedral(images[a], b)
             (match,) = [
-                d for d in range(8) if images[d].shape == target.shape and (images[d] == target).all()
+                d
+                for d in range(8)
+                if images[d].shape == target.shape and (images[d] == target).all()
             ]
             table[a, b] = match
     return table

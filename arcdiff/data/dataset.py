@@ -128,7 +128,12 @@ class TrainingStream:
             self.rng, n, permute_background=self.permute_background
         )
         mine = slice(self.rank, None, self.world_size)
-        pair, dihedrals, colours, from_eval = pair[mine], dihedrals[mine], colours[mine], from_eval[mine]
+        pair, dihedrals, colours, from_eval = (
+            pair[mine],
+            dihedrals[mine],
+            colours[mine],
+            from_eval[mine],
+        )
         inputs, input_sizes = augment_canvases(
             self.inputs[pair], self.input_sizes[pair], dihedrals, colours
         )

@@ -29,7 +29,7 @@ SIZE_BUCKETS = ((1, 5), (6, 10), (11, 15), (16, 20), (21, 25), (26, 30))
 
 
 def summarize(tasks: TaskSet) -> dict[str, Any]:
-    """Counts over what a solver sees (demonstrations and test inputs; test outputs only counted)."""
+    """Counts over demonstrations and test inputs (of test outputs, only how many are known)."""
     grids: list[Grid] = [g for task in tasks for g in task.grids()]
     sides = np.array([max(g.shape) for g in grids], dtype=np.int64) if grids else np.zeros(0)
     colours = np.zeros(NUM_COLOURS, dtype=np.int64)
@@ -40,9 +40,7 @@ def summarize(tasks: TaskSet) -> dict[str, Any]:
         "tasks": len(tasks),
         "demonstration_pairs": sum(len(t.demos) for t in tasks),
         "test_inputs": sum(len(t.test_inputs) for t in tasks),
-        "test_outputs_known": sum(
-            o is not None for t in tasks for o in tasks.solutions[t.id]
-        ),
+        "test_outputs_known": sum(o is not None for t in tasks for o in tasks.solutions[t.id]),
         "largest_side": int(sides.max()) if len(sides) else 0,
         "grid_side_histogram": {
             f"{lo}-{hi}": int(((sides >= lo) & (sides <= hi)).sum()) for lo, hi in SIZE_BUCKETS
@@ -62,7 +60,13 @@ def summary_tables(summary: dict[str, Any]) -> Group:
     overview = Table(title=escape(summary["source"]), show_header=False)
     overview.add_column(style="bold")
     overview.add_column(justify="right")
-    for key in ("tasks", "demonstration_pairs", "test_inputs", "test_outputs_known", "largest_side"):
+    for key in (
+        "tasks",
+        "demonstration_pairs",
+        "test_inputs",
+        "test_outputs_known",
+        "largest_side",
+    ):
         overview.add_row(key.replace("_", " "), str(summary[key]))
 
     sizes = Table(title="grid sizes (largest side)")
@@ -120,7 +124,9 @@ def task_table(task: Task, test_outputs: tuple[Grid | None, ...] | None = None) 
     for i, grid in enumerate(task.test_inputs):
         output = test_outputs[i] if test_outputs is not None else None
         out_shape = _shape(output) if output is not None else "?"
-        table.add_row(f"test {i}\n{_shape(grid)} -> {out_shape}", render_grid(grid), render_grid(output))
+        table.add_row(
+            f"test {i}\n{_shape(grid)} -> {out_shape}", render_grid(grid), render_grid(output)
+        )
     return table
 
 

