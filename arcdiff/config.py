@@ -36,12 +36,14 @@ class DataConfig:
     limit: int | None = None  # keep the first N tasks of each source
     eval_weight: float = 0.5  # share of training examples drawn from eval-split demonstrations
     permute_background: bool = False  # colour permutations also move colour 0
+    val_pairs: int = 64  # demonstration pairs of train-split tasks held out for validation
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check(1 <= self.max_size <= 30, "data.max_size", "must be in 1..30")
         _check(0.0 <= self.eval_weight <= 1.0, "data.eval_weight", "must be in [0, 1]")
         _check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1")
+        _check(self.val_pairs >= 0, "data.val_pairs", "must be >= 0")
 
 
 @dataclass(frozen=True)

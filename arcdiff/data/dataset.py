@@ -14,6 +14,7 @@ batch ``B * world_size`` would.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,7 @@ class TrainingStream:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        validation: Sequence[tuple[str, Pair]] = (),
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
@@ -102,12 +104,18 @@ class TrainingStream:
         self.rank, self.world_size = rank, world_size
         self.rng = np.random.default_rng(seed)
 
-        self.train_pool = _Pool([train.solved_pairs(t) for t in train], 0)
+        # a train-split task's solved test pair may not fit the canvas; demonstrations do
+        fits = [
+            [p for p in train.solved_pairs(t) if max(p.output.shape) <= max_size] for t in train
+        ]
+        self.train_pool = _Pool(fits, 0)
         self.eval_pool = _Pool([t.demos for t in eval_tasks], len(train))
         pairs = self.train_pool.flat + self.eval_pool.flat
         self.inputs, self.input_sizes = encode_grids([p.input for p in pairs], max_size)
         self.outputs, self.output_sizes = encode_grids([p.output for p in pairs], max_size)
         self.pair_task = np.concatenate([self.train_pool.pair_task, self.eval_pool.pair_task])
+        index = {task_id: i for i, task_id in enumerate(self.task_ids)}
+        self.validation = [(index[task_id], pair) for task_id, pair in validation]
 
     @property
     def num_tasks(self) -> int:
@@ -151,6 +159,25 @@ class TrainingStream:
             from_eval=torch.from_numpy(from_eval),
         )
 
+    def validation_batch(self) -> Batch | None:
+        """The held-out pairs, unaugmented, as one batch (None when nothing is held out)."""
+        if not self.validation:
+            return None
+        n = len(self.validation)
+        inputs, input_sizes = encode_grids([p.input for _, p in self.validation], self.max_size)
+        outputs, output_sizes = encode_grids([p.output for _, p in self.validation], self.max_size)
+        identity = np.tile(np.arange(10), (n, 1))
+        return Batch(
+            inputs=torch.from_numpy(inputs.astype(np.int64)),
+            outputs=torch.from_numpy(outputs.astype(np.int64)),
+            input_sizes=torch.from_numpy(input_sizes),
+            output_sizes=torch.from_numpy(output_sizes),
+            task=torch.tensor([t for t, _ in self.validation], dtype=torch.int64),
+            dihedral=torch.zeros(n, dtype=torch.int64),
+            colours=torch.from_numpy(identity.astype(np.int64)),
+            from_eval=torch.zeros(n, dtype=torch.bool),
+        )
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}
 
@@ -158,13 +185,36 @@ class TrainingStream:
         self.rng.bit_generator.state = state["rng"]
 
 
+def hold_out_demos(tasks: TaskSet, n: int, seed: int = 0) -> tuple[TaskSet, list[tuple[str, Pair]]]:
+    """Move the last demonstration of ``n`` random tasks (those with >= 3) out of ``tasks``."""
+    eligible = [i for i, t in enumerate(tasks) if len(t.demos) >= 3]
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.permutation(eligible)[:n].tolist())
+    kept, held = [], []
+    for i, task in enumerate(tasks):
+        if i in chosen:
+            held.append((task.id, task.demos[-1]))
+            task = dataclasses.replace(task, demos=task.demos[:-1])
+        kept.append(task)
+    return TaskSet(tasks.name, tuple(kept), tasks.solutions), held
+
+
 def stream_from_config(cfg: DataConfig, *, rank: int = 0, world_size: int = 1) -> TrainingStream:
-    """Load and validate the configured sources and build the training stream."""
-    filters = {"max_size": cfg.max_size, "ids": cfg.ids, "limit": cfg.limit}
-    train = load_tasks(cfg.train_sources, **filters) if cfg.train_sources else None
+    """Load and validate the configured sources and build the training stream.
+
+    ``cfg.val_pairs`` demonstrations of train-split tasks are held out of the stream for
+    validation (:meth:`TrainingStream.validation_batch`).
+    """
+    filters = {"max_size": cfg.max_size, "ids": cfg.ids, "limit": cfg.limit, "missing_ok": True}
+    train = load_tasks(cfg.train_sources, **filters) if cfg.train_sources else TaskSet("", (), {})
     evals = load_tasks(cfg.eval_sources, **filters) if cfg.eval_sources else None
-    if train is None:
-        train = TaskSet("", (), {})
+    if cfg.ids is not None:
+        found = set(train.ids) | set(evals.ids if evals is not None else ())
+        missing = sorted(set(cfg.ids) - found)
+        if missing:
+            sources = ", ".join(cfg.train_sources + cfg.eval_sources)
+            raise DataError(f"data.ids: no task with id {', '.join(missing)} in {sources}")
+    train, validation = hold_out_demos(train, cfg.val_pairs, cfg.seed)
     return TrainingStream(
         train,
         evals.tasks if evals is not None else (),
@@ -174,4 +224,5 @@ def stream_from_config(cfg: DataConfig, *, rank: int = 0, world_size: int = 1) -
         seed=cfg.seed,
         rank=rank,
         world_size=world_size,
+        validation=validation,
     )

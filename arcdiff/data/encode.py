@@ -23,7 +23,8 @@ def encode_grids(grids: Sequence[Grid], max_size: int) -> tuple[np.ndarray, np.n
     sizes = np.array([g.shape for g in grids], dtype=np.int64).reshape(len(grids), 2)
     if len(grids) and sizes.max() > max_size:
         b = int(np.argmax(sizes.max(axis=1)))
-        raise DataError(f"grid {b} has shape {tuple(sizes[b])}, larger than max_size {max_size}")
+        h, w = sizes[b].tolist()
+        raise DataError(f"a {h}x{w} grid does not fit the {max_size}x{max_size} canvas (max_size)")
     for b, grid in enumerate(grids):  # one slice copy per grid, not per cell
         tokens[b, : grid.shape[0], : grid.shape[1]] = grid
     return tokens, sizes

@@ -343,12 +343,14 @@ def load_tasks(
     max_size: int = MAX_SIDE,
     ids: Sequence[str] | None = None,
     limit: int | None = None,
+    missing_ok: bool = False,
 ) -> TaskSet:
     """Load, validate and filter tasks from one or more sources.
 
     ``max_size`` drops tasks with a demonstration grid or test input larger than
     ``max_size x max_size`` (test outputs are not looked at: only the scorer reads them).
-    ``ids`` keeps the named tasks (each must exist); ``limit`` keeps the first N of each source.
+    ``ids`` keeps the named tasks (each must exist unless ``missing_ok``); ``limit`` keeps the
+    first N of each source.
     The first invalid grid raises a DataError naming file, task, pair and field.
     """
     if isinstance(selectors, str):
@@ -385,7 +387,7 @@ def load_tasks(
             kept += 1
             tasks.append(task)
             solutions[task.id] = outputs
-    if wanted is not None:
+    if wanted is not None and not missing_ok:
         missing = sorted(wanted - set(origins))
         if missing:
             raise DataError(f"{', '.join(selectors)}: no task with id {', '.join(missing)}")
