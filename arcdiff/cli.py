@@ -82,6 +82,46 @@ def config_tree(cfg: Config) -> Tree:
     return tree
 
 
+@app.command("train")
+@user_errors
+def train_command(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: outputs/<config name>).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option(help="cuda, cuda:1, mps or cpu (default: the best available).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Train a denoiser; writes config.json, metrics.jsonl and checkpoints/ in the run directory."""
+    import torch
+
+    from arcdiff.train.trainer import train
+
+    cfg = load_config(config, set_ or [])
+    run_dir = out or Path("outputs") / cfg.name
+    console.print(config_tree(cfg))
+    result = train(
+        cfg,
+        run_dir,
+        resume=resume,
+        device=torch.device(device) if device else None,
+        progress=progress,
+        console=console,
+    )
+    val = result.val
+    summary = f"val loss {val['val_loss']:.4f}, val acc {val['val_acc']:.3f}" if val else ""
+    console.print(
+        f"[green]done[/]: {result.step} steps ({result.stop_reason}), "
+        f"{result.skipped_steps} skipped; {summary}; run dir {escape(str(run_dir))}"
+    )
+
+
 @config_app.command("show")
 @user_errors
 def config_show(

@@ -35,6 +35,7 @@ class DataConfig:
     ids: list[str] | None = None  # keep only these task ids
     limit: int | None = None  # keep the first N tasks of each source
     eval_weight: float = 0.5  # share of training examples drawn from eval-split demonstrations
+    augment: bool = True  # a fresh random dihedral transform + colour permutation per example
     permute_background: bool = False  # colour permutations also move colour 0
     val_pairs: int = 64  # demonstration pairs of train-split tasks held out for validation
     seed: int = 0

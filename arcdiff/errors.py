@@ -15,3 +15,7 @@ class DataError(ArcdiffError):
 
 class CheckpointError(ArcdiffError):
     """A checkpoint is missing, unreadable, or does not match the model it is loaded into."""
+
+
+class TrainingError(ArcdiffError):
+    """Training cannot go on (for example, a run of non-finite losses); checkpoints are intact."""

@@ -81,6 +81,7 @@ class TrainingStream:
         *,
         max_size: int = 30,
         eval_weight: float = 0.5,
+        augment: bool = True,
         permute_background: bool = False,
         seed: int = 0,
         rank: int = 0,
@@ -100,6 +101,7 @@ class TrainingStream:
         self.eval_weight = eval_weight if len(train) else 1.0
         if not len(eval_tasks):
             self.eval_weight = 0.0
+        self.augment = augment
         self.permute_background = permute_background
         self.rank, self.world_size = rank, world_size
         self.rng = np.random.default_rng(seed)
@@ -132,9 +134,15 @@ class TrainingStream:
         from_train = self.train_pool.draw(self.rng, n)
         from_evals = self.eval_pool.draw(self.rng, n) + len(self.train_pool.flat)
         pair = np.where(from_eval, from_evals, from_train)
-        dihedrals, colours = sample_augmentations(
-            self.rng, n, permute_background=self.permute_background
-        )
+        if self.augment:
+            dihedrals, colours = sample_augmentations(
+                self.rng, n, permute_background=self.permute_background
+            )
+        else:
+            dihedrals, colours = (
+                np.zeros(n, np.int64),
+                np.tile(np.arange(10, dtype=np.uint8), (n, 1)),
+            )
         mine = slice(self.rank, None, self.world_size)
         pair, dihedrals, colours, from_eval = (
             pair[mine],
@@ -220,6 +228,7 @@ def stream_from_config(cfg: DataConfig, *, rank: int = 0, world_size: int = 1) -
         evals.tasks if evals is not None else (),
         max_size=cfg.max_size,
         eval_weight=cfg.eval_weight,
+        augment=cfg.augment,
         permute_background=cfg.permute_background,
         seed=cfg.seed,
         rank=rank,

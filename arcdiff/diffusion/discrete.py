@@ -1,0 +1,173 @@
+"""Discrete diffusion over the 10 ARC colours of an output grid.
+
+Training steps ``i = 0 .. T-1`` sit at continuous times ``t = (i + 1) / T`` of a schedule
+(``arcdiff.diffusion.schedules``); ``alpha_bar(t)`` is the probability that a cell still holds
+its clean colour.
+
+* uniform kernel (Austin et al. 2021, D3PM "uniform"): a cell keeps its colour with probability
+  alpha_bar, otherwise takes a uniformly random colour (which may be the same one);
+* absorbing kernel (D3PM "absorbing" / MDLM): a cell keeps its colour with probability
+  alpha_bar, otherwise becomes MASK.
+
+Cells outside the true output grid carry no information at any noise level (uniform noise, or
+MASK), so the denoiser cannot read the output size off the canvas at high noise; the sampler
+re-noises them the same way around its current size estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from arcdiff.diffusion.schedules import alpha_bar as schedule_alpha_bar
+from arcdiff.errors import ConfigError
+
+NUM_COLOURS = 10
+MASK = NUM_COLOURS  # token 10 on the noisy output canvas (absorbing kernel)
+LOGSNR_LIMIT = 20.0
+
+
+def sampling_steps(num_timesteps: int, num_steps: int) -> Tensor:
+    """The training steps an N-step sampler visits, noisiest first.
+
+    ``round(linspace(T - 1, 0, N))``: strictly decreasing for N <= T, starting at the noisiest
+    step T - 1 and ending at the cleanest step 0 (N = 1 visits only the noisiest step). After
+    the last visited step the sampler outputs its x0 prediction.
+    """
+    if not 1 <= num_steps <= num_timesteps:
+        raise ConfigError(
+            f"num_steps={num_steps} must be in 1..num_timesteps={num_timesteps} "
+            "(the sampler visits steps of the training grid)"
+        )
+    if num_steps == 1:
+        return torch.tensor([num_timesteps - 1])
+    return torch.linspace(num_timesteps - 1, 0, num_steps, dtype=torch.float64).round().long()
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """One reverse step: the sample at the next step and the x0 the model predicted."""
+
+    prev_sample: Tensor  # (B, S, S) int64
+    pred_x0: Tensor  # (B, S, S) int64, argmax of the x0 logits
+
+
+@dataclass(frozen=True)
+class DiscreteDiffusion:
+    """Forward corruption, x0-parameterised loss and reverse step for one kernel/schedule."""
+
+    kernel: Literal["uniform", "absorbing"] = "uniform"
+    schedule: str = "cosine"
+    num_timesteps: int = 128
+
+    def alpha_bar(self, step: Tensor) -> Tensor:
+        """alpha_bar at training steps (any shape); step -1 is clean data (alpha_bar = 1)."""
+        t = (step.double() + 1) / self.num_timesteps
+        return schedule_alpha_bar(t, self.schedule).float().clamp(0.0, 1.0)
+
+    def logsnr(self, step: Tensor) -> Tensor:
+        """log(alpha_bar / (1 - alpha_bar)), clipped to +-20: the noise level the model sees."""
+        a = self.alpha_bar(step).double().clamp(1e-12, 1 - 1e-12)
+        return (a.log() - (-a).log1p()).clamp(-LOGSNR_LIMIT, LOGSNR_LIMIT).float()
+
+    def sample_steps(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randint(0, self.num_timesteps, (n,), generator=generator)
+
+    def noise_like(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Pure noise: uniform colours, or MASK everywhere."""
+        if self.kernel == "absorbing":
+            return torch.full_like(x0, MASK)
+        return torch.randint(0, NUM_COLOURS, x0.shape, generator=generator, device=x0.device)
+
+    def corrupt(
+        self,
+        x0: Tensor,
+        step: Tensor,
+        valid: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample x_t ~ q(x_t | x_0) inside ``valid``; pure noise outside.
+
+        x0 (B, S, S) colours (anything outside ``valid``), step (B,), valid (B, S, S) bool.
+        """
+        keep_prob = self.alpha_bar(step).to(x0.device)[:, None, None]  # (B, 1, 1)
+        u = torch.rand(x0.shape, generator=generator, device=x0.device)
+        noise = self.noise_like(x0, generator)
+        keep = (u < keep_prob) & valid
+        return torch.where(keep, x0, noise)
+
+    def loss(
+        self,
+        logits: Tensor,
+        size_logits: Tensor,
+        x0: Tensor,
+        sizes: Tensor,
+        valid: Tensor,
+        size_loss_weight: float,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy of the clean colours over each true output grid, plus the size loss.
+
+        logits (B, S, S, 10), size_logits (B, 2, S), x0 (B, S, S), sizes (B, 2) as (h, w),
+        valid (B, S, S). The colour loss is a mean over cells per example, then over examples.
+        """
+        ce = F.cross_entropy(
+            logits.float().flatten(0, 2), x0.clamp(max=NUM_COLOURS - 1).flatten(), reduction="none"
+        ).view_as(x0)  # (B, S, S)
+        cells = valid.sum(dim=(1, 2)).clamp(min=1)
+        colour = ((ce * valid).sum(dim=(1, 2)) / cells).mean()
+        size = F.cross_entropy(size_logits.float().flatten(0, 1), (sizes - 1).flatten())
+        return colour + size_loss_weight * size, {"colour_loss": colour, "size_loss": size}
+
+    def reverse_step(
+        self,
+        x_t: Tensor,
+        logits: Tensor,
+        step: int,
+        next_step: int,
+        valid: Tensor,
+        *,
+        argmax: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> StepOutput:
+        """Move from training step ``step`` to ``next_step`` (< step; -1 = clean).
+
+        Stochastic: a sample of q(x_s | x_t, x0) with x0 marginalised over the model's
+        prediction (D3PM, eq. 4). ``argmax``: deterministic, the x0 prediction's argmax
+        re-noised to nothing (every cell set to its most likely clean colour), the refinement
+        the deterministic sampler uses. Cells outside ``valid`` become fresh noise, as in
+        training.
+        """
+        probs = logits.float().softmax(dim=-1)  # (B, S, S, 10)
+        pred_x0 = probs.argmax(dim=-1)
+        if next_step < 0 or argmax:
+            x_s = pred_x0
+        else:
+            a_t = self.alpha_bar(torch.tensor(step)).item()
+            a_s = self.alpha_bar(torch.tensor(next_step)).item()
+            posterior = self._posterior(x_t, probs, a_t, a_s)
+            flat = posterior.flatten(0, 2)
+            x_s = torch.multinomial(flat, 1, generator=generator).view_as(x_t)
+        if next_step >= 0:
+            x_s = torch.where(valid, x_s, self.noise_like(x_s, generator))
+        return StepOutput(prev_sample=x_s, pred_x0=pred_x0)
+
+    def _posterior(self, x_t: Tensor, probs: Tensor, a_t: float, a_s: float) -> Tensor:
+        """q(x_s | x_t) with x0 ~ probs, over colours (uniform) or colours + MASK (absorbing)."""
+        a_ts = a_t / max(a_s, 1e-12)  # alpha of the s -> t transition
+        if self.kernel == "uniform":
+            k = NUM_COLOURS
+            onehot = F.one_hot(x_t.clamp(max=k - 1), k).float()
+            from_t = a_ts * onehot + (1 - a_ts) / k  # q(x_t | x_s = j), (B, S, S, K)
+            from_0 = a_s * probs + (1 - a_s) / k  # sum_x0 p(x0) q(x_s = j | x0)
+            post = from_t * from_0
+            return post / post.sum(dim=-1, keepdim=True)
+        # absorbing: a MASK cell unmasks with prob (a_s - a_t) / (1 - a_t) to a colour ~ probs
+        unmask = (a_s - a_t) / max(1 - a_t, 1e-12)
+        masked = (x_t == MASK).unsqueeze(-1)
+        colours = torch.cat([probs * unmask, torch.full_like(probs[..., :1], 1 - unmask)], -1)
+        kept = F.one_hot(x_t, NUM_COLOURS + 1).float()
+        return torch.where(masked, colours, kept)

@@ -1,0 +1,1 @@
+"""Sampling, voting, scoring and reports."""

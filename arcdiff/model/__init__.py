@@ -1,0 +1,1 @@
+"""The transformer denoiser and its layers."""

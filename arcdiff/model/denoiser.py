@@ -1,0 +1,148 @@
+"""The transformer denoiser.
+
+(task, augmentation, input grid, noisy output grid, logSNR) -> colour logits for every output
+cell and logits for the output height and width.
+
+The sequence is one size token, the S*S input-canvas tokens and the S*S output-canvas tokens.
+Every token gets its content embedding, a row and a column embedding and a segment embedding;
+the conditioning vector (task + dihedral id + noise level) is added to every token.
+
+Gated log-prob self-conditioning: the logits of a first pass, as log-softmax at temperature
+``sc_temperature``, centred per cell, go through Linear(10, d) + LayerNorm and a learnable
+scalar gate (init ``sc_gate_init``) into the output tokens of a second pass; cells outside
+the valid region get nothing. Without self-conditioning the path is skipped, so it adds
+exactly zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from arcdiff.config import ModelConfig
+from arcdiff.model.layers import Block, NoiseLevelEmbedding
+
+NUM_COLOURS = 10
+VOCAB = NUM_COLOURS + 1  # colours + PAD (input canvas) / MASK (output canvas)
+
+
+@dataclass(frozen=True)
+class DenoiserOutput:
+    logits: Tensor  # (B, S, S, 10) colour logits of the clean output
+    size_logits: Tensor  # (B, 2, S) logits of height - 1 and width - 1
+
+
+class Denoiser(nn.Module):
+    def __init__(
+        self,
+        *,
+        num_tasks: int,
+        max_size: int,
+        d_model: int = 128,
+        n_heads: int = 4,
+        n_layers: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        self_condition: bool = True,
+        sc_temperature: float = 1.5,
+        sc_gate_init: float = 0.3,
+    ):
+        super().__init__()
+        self.max_size = max_size
+        self.num_tasks = num_tasks
+        self.sc_temperature = sc_temperature
+        s = max_size
+        self.input_embed = nn.Embedding(VOCAB, d_model)
+        self.output_embed = nn.Embedding(VOCAB, d_model)
+        self.row_embed = nn.Embedding(s, d_model)
+        self.col_embed = nn.Embedding(s, d_model)
+        self.segment_embed = nn.Embedding(3, d_model)  # size token, input, output
+        self.size_token = nn.Parameter(torch.zeros(d_model))
+        self.task_embed = nn.Embedding(num_tasks, d_model)
+        self.dihedral_embed = nn.Embedding(8, d_model)
+        self.noise_embed = NoiseLevelEmbedding(d_model)
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.colour_head = nn.Linear(d_model, NUM_COLOURS)
+        self.size_head = nn.Linear(d_model, 2 * s)
+        self.self_condition = self_condition
+        if self_condition:
+            self.sc_proj = nn.Linear(NUM_COLOURS, d_model)
+            self.sc_norm = nn.LayerNorm(d_model)
+            self.sc_gate = nn.Parameter(torch.tensor(float(sc_gate_init)))
+        self.apply(self._init_weights)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, *, num_tasks: int, max_size: int) -> Denoiser:
+        return cls(
+            num_tasks=num_tasks,
+            max_size=max_size,
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            n_layers=cfg.n_layers,
+            mlp_ratio=cfg.mlp_ratio,
+            dropout=cfg.dropout,
+            self_condition=cfg.self_condition,
+            sc_temperature=cfg.sc_temperature,
+            sc_gate_init=cfg.sc_gate_init,
+        )
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def self_cond_features(self, sc_logits: Tensor, valid: Tensor) -> Tensor:
+        """(B, S, S, 10) first-pass logits -> (B, S*S, D) gated features, zero outside valid."""
+        logp = (sc_logits.float() / self.sc_temperature).log_softmax(dim=-1)
+        logp = logp - logp.mean(dim=-1, keepdim=True)  # centred per cell
+        logp = logp * valid.unsqueeze(-1)
+        features = self.sc_gate * self.sc_norm(self.sc_proj(logp.to(self.sc_proj.weight.dtype)))
+        return rearrange(features * valid.unsqueeze(-1), "b h w d -> b (h w) d")
+
+    def forward(
+        self,
+        inputs: Tensor,
+        noisy: Tensor,
+        logsnr: Tensor,
+        task: Tensor,
+        dihedral: Tensor,
+        *,
+        sc_logits: Tensor | None = None,
+        valid: Tensor | None = None,
+    ) -> DenoiserOutput:
+        """inputs, noisy (B, S, S) tokens; logsnr (B,); task, dihedral (B,);
+        sc_logits (B, S, S, 10) from a first pass and its valid region (B, S, S), or None."""
+        b, s, _ = inputs.shape
+        n = s * s
+        idx = torch.arange(s, device=inputs.device)  # canvases may be cropped to s <= max_size
+        pos = (self.row_embed(idx)[:, None] + self.col_embed(idx)[None, :]).flatten(0, 1)  # (N, D)
+        seg = self.segment_embed.weight  # (3, D)
+        x_in = self.input_embed(inputs.flatten(1)) + pos + seg[1]  # (B, N, D)
+        x_out = self.output_embed(noisy.flatten(1)) + pos + seg[2]  # (B, N, D)
+        if sc_logits is not None:
+            if not self.self_condition:
+                raise ValueError("this model was built without self-conditioning")
+            assert valid is not None, "self-conditioning needs the valid region"
+            x_out = x_out + self.self_cond_features(sc_logits, valid)
+        cond = self.task_embed(task) + self.dihedral_embed(dihedral) + self.noise_embed(logsnr)
+        size_tok = (self.size_token + seg[0]).expand(b, 1, -1)
+        x = torch.cat([size_tok, x_in, x_out], dim=1) + cond[:, None, :]  # (B, 1 + 2N, D)
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        logits = self.colour_head(x[:, 1 + n :]).view(b, s, s, NUM_COLOURS)  # (B, S, S, 10)
+        size_logits = self.size_head(x[:, 0]).view(b, 2, self.max_size)  # (B, 2, S_max)
+        return DenoiserOutput(logits=logits, size_logits=size_logits)

@@ -1,0 +1,76 @@
+"""Building blocks of the denoiser: attention, MLP, pre-norm block, noise-level embedding."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the whole sequence through scaled_dot_product_attention."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = rearrange(
+            self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_heads
+        )
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, N, D/H)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, mlp_ratio: float, dropout: float = 0.0):
+        super().__init__()
+        hidden = int(d_model * mlp_ratio)
+        self.fc1 = nn.Linear(d_model, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.fc2(F.gelu(self.fc1(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (as GPT-2 / nanoGPT)."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: float, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, mlp_ratio, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class NoiseLevelEmbedding(nn.Module):
+    """logSNR -> sinusoidal features -> MLP (the noise level, not the step index, is the input).
+
+    Sinusoids as in Vaswani et al. 2017 / DDPM; logSNR in [-20, 20] is scaled to about [-1, 1]
+    before the frequencies are applied.
+    """
+
+    def __init__(self, d_model: int, num_freqs: int = 64, max_period: float = 1000.0):
+        super().__init__()
+        freqs = torch.exp(-math.log(max_period) * torch.arange(num_freqs) / num_freqs)
+        self.register_buffer("freqs", freqs * 1000.0 / 20.0, persistent=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * num_freqs, d_model), nn.SiLU(), nn.Linear(d_model, d_model)
+        )
+
+    def forward(self, logsnr: Tensor) -> Tensor:
+        angles = logsnr.float()[:, None] * self.freqs[None, :]  # (B, F)
+        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))  # (B, D)

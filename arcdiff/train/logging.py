@@ -1,0 +1,77 @@
+"""Run logging: metrics.jsonl always, wandb when asked (offline unless the user says otherwise)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from arcdiff.config import Config, config_to_dict
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and numpy scalars -> floats; non-finite floats stay readable as strings."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class MetricsLogger:
+    """Appends one JSON object per call to ``run_dir/metrics.jsonl``; mirrors it to wandb.
+
+    Only the process that should log (rank 0) creates one; other ranks pass ``enabled=False``.
+    """
+
+    def __init__(self, run_dir: Path, cfg: Config, *, enabled: bool = True, resume: bool = False):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.wandb_run = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and self.path.exists():
+            self.path.unlink()
+        if cfg.train.wandb and cfg.train.wandb_mode != "disabled":
+            import wandb
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self.wandb_run = wandb.init(
+                project=cfg.train.wandb_project,
+                name=cfg.name,
+                dir=str(run_dir),
+                mode=cfg.train.wandb_mode,
+                config=config_to_dict(cfg),
+                resume="allow",
+                id=f"{cfg.name}-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}",
+            )
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        with open(self.path, "ab") as f:
+            f.write(orjson.dumps(row) + b"\n")
+        if self.wandb_run is not None:
+            numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+            self.wandb_run.log(numeric, step=step)
+
+    def close(self) -> None:
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.finish()
+            wandb.teardown()  # wait for wandb's service to write the run to disk
+            self.wandb_run = None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]

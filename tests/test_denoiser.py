@@ -1,0 +1,85 @@
+import torch
+
+from arcdiff.config import ModelConfig
+from arcdiff.model.denoiser import Denoiser
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    args = {"num_tasks": 5, "max_size": 6, "d_model": 32, "n_heads": 2, "n_layers": 2}
+    return Denoiser(**{**args, **kw}).eval()
+
+
+def inputs(b=3, s=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randint(0, 11, (b, s, s), generator=g),
+        torch.randint(0, 10, (b, s, s), generator=g),
+        torch.randn(b, generator=g) * 5,
+        torch.randint(0, 5, (b,), generator=g),
+        torch.randint(0, 8, (b,), generator=g),
+    )
+
+
+def test_output_shapes_and_cropped_canvases():
+    model = make()
+    out = model(*inputs())
+    assert out.logits.shape == (3, 6, 6, 10) and out.size_logits.shape == (3, 2, 6)
+    small = model(*inputs(s=4))  # batches cropped to their largest grid use fewer tokens
+    assert small.logits.shape == (3, 4, 4, 10) and small.size_logits.shape == (3, 2, 6)
+
+
+def test_self_conditioning_off_contributes_exactly_zero():
+    model = make()
+    args = inputs()
+    reference = model(*args)
+    with torch.no_grad():  # whatever the self-conditioning weights, they must not matter
+        model.sc_proj.weight.normal_()
+        model.sc_proj.bias.normal_()
+        model.sc_norm.bias.normal_()
+        model.sc_gate.fill_(5.0)
+    again = model(*args)
+    assert torch.equal(reference.logits, again.logits)
+    assert torch.equal(reference.size_logits, again.size_logits)
+    # an empty valid region also adds nothing: no bias leaks through Linear + LayerNorm
+    empty = torch.zeros(3, 6, 6, dtype=torch.bool)
+    masked = model(*args, sc_logits=torch.randn(3, 6, 6, 10), valid=empty)
+    assert torch.equal(reference.logits, masked.logits)
+
+
+def test_self_conditioning_on_changes_the_prediction_and_the_gate_starts_at_0_3():
+    model = make()
+    args = inputs()
+    first = model(*args)
+    valid = torch.ones(3, 6, 6, dtype=torch.bool)
+    second = model(*args, sc_logits=first.logits, valid=valid)
+    assert not torch.allclose(first.logits, second.logits)
+    assert model.sc_gate.item() == torch.tensor(0.3).item()
+
+
+def test_every_conditioning_input_matters():
+    model = make()
+    base = inputs()
+    ref = model(*base).logits
+    for i in range(5):
+        changed = list(base)
+        changed[i] = inputs(seed=7)[i]
+        assert not torch.allclose(ref, model(*changed).logits), f"input {i} is ignored"
+
+
+def test_noise_level_is_read_as_logsnr_not_step():
+    model = make()
+    a = list(inputs())
+    b = list(a)
+    b[2] = a[2] + 1e-3
+    assert (model(*a).logits - model(*b).logits).abs().max() < 1e-2
+
+
+def test_from_config_and_parameter_count():
+    cfg = ModelConfig(d_model=384, n_heads=6, n_layers=4)
+    model = Denoiser.from_config(cfg, num_tasks=800, max_size=30)
+    blocks = 4 * 12 * 384 * 384  # qkv + proj + 2 MLP matrices per layer
+    assert blocks < model.num_params() < blocks + 800 * 384 + 500_000
+    assert not hasattr(
+        Denoiser.from_config(ModelConfig(self_condition=False), num_tasks=1, max_size=3), "sc_gate"
+    )

@@ -1,0 +1,148 @@
+import math
+
+import pytest
+import torch
+
+from arcdiff.config import load_config
+from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.errors import CheckpointError, TrainingError
+from arcdiff.train.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from arcdiff.train.logging import read_metrics
+from arcdiff.train.trainer import load_run_model, train
+from tests.conftest import tiny_overrides
+
+
+def tiny(**extra):
+    return load_config(None, tiny_overrides(**extra))
+
+
+def quiet_train(cfg, run_dir, **kw):
+    return train(cfg, run_dir, device=torch.device("cpu"), progress=False, **kw)
+
+
+def test_run_directory_layout_and_metrics(tmp_path):
+    result = quiet_train(tiny(), tmp_path / "run")
+    run = tmp_path / "run"
+    assert (run / "config.json").exists()
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt", "final.pt"}
+    rows = read_metrics(run)
+    steps = [r for r in rows if "loss" in r and "skipped" not in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(r["loss"]) and r["lr"] > 0 for r in steps)
+    assert {f"val_acc_b{k}" for k in range(5)} <= set(steps[2]) and "val_loss" in steps[5]
+    assert rows[-1]["done"] == "max_steps" and result.step == 6
+    state = load_checkpoint(run / "checkpoints" / "final.pt")
+    assert state["step"] == 6 and state["config"]["model"]["d_model"] == 32
+    assert set(state) >= {"model", "ema", "optimizer", "scheduler", "rng", "config", "code_version"}
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = tiny(train__max_steps=20, train__eval_every=5, model__dropout=0.1)
+    straight = quiet_train(cfg, tmp_path / "a")
+    first = quiet_train(cfg, tmp_path / "b", until_step=10)
+    assert first.step == 10 and first.stop_reason == "until_step"
+    assert not (tmp_path / "b" / "checkpoints" / "final.pt").exists()
+    resumed = quiet_train(cfg, tmp_path / "b", resume=True)
+    assert resumed.step == 20
+    resumed_weights = resumed.model.state_dict()
+    for name, a in straight.model.state_dict().items():
+        assert torch.equal(a, resumed_weights[name]), name
+    for a, b in zip(straight.ema.parameters(), resumed.ema.parameters(), strict=True):
+        assert torch.equal(a, b)
+    losses = lambda run: [r["loss"] for r in read_metrics(run) if "loss" in r]  # noqa: E731
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_a_finished_run_is_not_overwritten_without_resume(tmp_path):
+    quiet_train(tiny(), tmp_path / "run")
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
+        quiet_train(tiny(), tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_with_another_architecture_names_the_key(tmp_path):
+    quiet_train(tiny(), tmp_path / "run", until_step=3)
+    with pytest.raises(CheckpointError, match=r"model.d_model: expected 32, found 48"):
+        quiet_train(tiny(model__d_model=48), tmp_path / "run", resume=True)
+
+
+def test_strict_load_names_the_first_differing_parameter(tmp_path):
+    small = quiet_train(tiny(), tmp_path / "a").model
+    before = [p.clone() for p in small.parameters()]
+    other = quiet_train(tiny(model__n_layers=2), tmp_path / "b").model
+    with pytest.raises(CheckpointError, match=r"unexpected parameter 'blocks.1.attn.proj.weight'"):
+        load_state_strict(small, other.state_dict(), "b")
+    with pytest.raises(CheckpointError, match=r"parameter 'blocks.1.attn.proj.weight' is missing"):
+        load_state_strict(other, small.state_dict(), "a")
+    wider = quiet_train(tiny(model__d_model=48), tmp_path / "c").model
+    with pytest.raises(CheckpointError, match=r"'blocks.0.attn.proj.weight' has shape \(48, 48\)"):
+        load_state_strict(small, wider.state_dict(), "c")
+    # nothing was copied by the failed loads
+    assert all(torch.equal(a, b) for a, b in zip(before, small.parameters(), strict=True))
+
+
+def test_a_checkpoint_rebuilds_its_model_alone(tmp_path):
+    result = quiet_train(tiny(), tmp_path / "run")
+    model, cfg, state = load_run_model(tmp_path / "run" / "checkpoints" / "final.pt")
+    assert cfg.model.d_model == 32 and state["task_ids"]
+    for a, b in zip(model.parameters(), result.ema.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_unreadable_checkpoints_are_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable checkpoint"):
+        load_checkpoint(junk)
+
+
+def test_a_crash_mid_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "config": {}, "step": 1})
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+
+
+def test_non_finite_losses_are_skipped_then_stop_training(tmp_path, monkeypatch):
+    real_loss = DiscreteDiffusion.loss
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        loss, parts = real_loss(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] in (2,) or calls["n"] > 4:  # one bad step, then a run of them
+            return loss * float("nan"), parts
+        return loss, parts
+
+    monkeypatch.setattr(DiscreteDiffusion, "loss", poisoned)
+    cfg = tiny(
+        train__max_steps=50, train__eval_every=2, model__self_condition=False, data__val_pairs=0
+    )
+    with pytest.raises(TrainingError, match=r"5 non-finite losses in a row at step 3.*last good"):
+        quiet_train(cfg, tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
+    assert sum(r.get("skipped", 0) for r in rows) == 6
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_wandb_offline_run_logs_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    quiet_train(tiny(train__wandb=True), tmp_path / "run")
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    (records,) = runs[0].glob("*.wandb")  # wandb's record log of the offline run
+    data = records.read_bytes()
+    for key in (b"colour_loss", b"val_acc_b4", b"grad_norm"):
+        assert key in data, key
