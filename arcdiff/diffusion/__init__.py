@@ -1,0 +1,1 @@
+"""Noise schedules and diffusion processes shared by the ARC and image tracks."""
