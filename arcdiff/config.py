@@ -114,6 +114,9 @@ class TrainConfig:
         _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
         _check(self.lr > 0, "train.lr", "must be > 0")
         _check(self.max_steps >= 1, "train.max_steps", "must be >= 1")
+        _check(
+            self.max_minutes is None or self.max_minutes >= 0, "train.max_minutes", "must be >= 0"
+        )
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
         _check(0.0 <= self.self_cond_prob <= 1.0, "train.self_cond_prob", "must be in [0, 1]")
 

@@ -146,3 +146,40 @@ def test_wandb_offline_run_logs_metrics(tmp_path, monkeypatch):
     data = records.read_bytes()
     for key in (b"colour_loss", b"val_acc_b4", b"grad_norm"):
         assert key in data, key
+
+
+def test_periodic_checkpoints_and_the_time_budget(tmp_path):
+    quiet_train(tiny(train__save_every=3), tmp_path / "a")
+    names = {p.name for p in (tmp_path / "a" / "checkpoints").iterdir()}
+    assert {"step_0000003.pt", "step_0000006.pt"} <= names
+    result = quiet_train(tiny(train__max_steps=1000, train__max_minutes=0.0), tmp_path / "b")
+    assert result.stop_reason == "max_minutes" and result.step == 0
+    assert (tmp_path / "b" / "checkpoints" / "final.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"diffusion__kernel": "absorbing"},
+        {"model__self_condition": False, "train__grad_accum": 2},
+        {"diffusion__schedule": "linear", "train__lr_schedule": "constant"},
+    ],
+)
+def test_variants_train_and_sample(tmp_path, extra):
+    from arcdiff.eval.sample import sample
+
+    cfg = tiny(**extra)
+    result = quiet_train(cfg, tmp_path / "run")
+    d = DiscreteDiffusion(kernel=cfg.diffusion.kernel, schedule=cfg.diffusion.schedule)
+    inputs = torch.randint(0, 10, (3, 5, 5))
+    zeros = torch.zeros(3, dtype=torch.long)
+    out = sample(result.ema, d, inputs, zeros, zeros, num_steps=4, argmax=False)
+    h, w = out.sizes[0].tolist()
+    assert out.tokens[0, :h, :w].max() < 10 and (out.tokens[0, h:] == 10).all()
+
+
+def test_batch_size_must_split_into_accumulation_steps(tmp_path):
+    with pytest.raises(
+        TrainingError, match="train.batch_size=8 is not divisible by train.grad_accum=3"
+    ):
+        quiet_train(tiny(train__grad_accum=3), tmp_path / "run")

@@ -347,7 +347,7 @@ def train(
             torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         )
         stop_at = min(cfg.train.max_steps, until_step) if until_step else cfg.train.max_steps
-        deadline = cfg.train.max_minutes * 60 if cfg.train.max_minutes else math.inf
+        deadline = math.inf if cfg.train.max_minutes is None else cfg.train.max_minutes * 60
         start, val, stop_reason, bad_run = time.monotonic(), {}, "max_steps", 0
         window_start, window_steps = time.monotonic(), 0
 
