@@ -18,7 +18,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from arcdiff.config import Config, config_to_dict, load_config, save_config
-from arcdiff.errors import ArcdiffError, DataError
+from arcdiff.errors import ArcdiffError, CheckpointError, DataError
 
 console = Console(emoji=False, highlight=False)
 err_console = Console(stderr=True, emoji=False, highlight=False)
@@ -120,6 +120,160 @@ def train_command(
         f"[green]done[/]: {result.step} steps ({result.stop_reason}), "
         f"{result.skipped_steps} skipped; {summary}; run dir {escape(str(run_dir))}"
     )
+
+
+def _eval_settings(cfg: Config, **given: Any) -> Any:
+    """EvalSettings from the config's eval section, with the options the user gave on top."""
+    from arcdiff.eval.evaluate import EvalSettings
+
+    base = {
+        "split": cfg.eval.split,
+        "num_steps": cfg.eval.num_steps,
+        "maj": cfg.eval.maj,
+        "num_augs": cfg.eval.num_augs,
+        "limit": cfg.eval.limit,
+        "use_ema": cfg.eval.use_ema,
+        "batch_size": cfg.eval.batch_size,
+        "seed": cfg.eval.seed,
+    }
+    return EvalSettings(**{**base, **{k: v for k, v in given.items() if v is not None}})
+
+
+def _show_scores(scores: dict[str, Any], stats: bool) -> None:
+    from arcdiff.eval.report import per_task_table, summary_table
+
+    console.print(summary_table(scores))
+    if stats:
+        console.print(per_task_table(scores))
+
+
+RunOpt = Annotated[
+    Path | None,
+    typer.Option("--run", help="Run directory (default: the most recent run under outputs/)."),
+]
+SplitOpt = Annotated[
+    str | None, typer.Option(help="Tasks to evaluate (default: the config's eval.split).")
+]
+StepsOpt = Annotated[int | None, typer.Option(help="Sampling steps (default: eval.num_steps).")]
+MajOpt = Annotated[
+    bool | None, typer.Option("--maj/--no-maj", help="Vote over augmentations (default: eval.maj).")
+]
+AugsOpt = Annotated[int | None, typer.Option(help="Augmentations per test input with --maj.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Evaluate the first N tasks only.")]
+CkptOpt = Annotated[str, typer.Option(help="Which checkpoint: final, best or last.")]
+EmaOpt = Annotated[
+    bool | None, typer.Option("--ema/--no-ema", help="Sample with the EMA weights (default).")
+]
+StatsOpt = Annotated[bool, typer.Option(help="Also print a per-task table.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="cuda, cuda:1, mps or cpu (default: the best available).")
+]
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    run: RunOpt = None,
+    split: SplitOpt = None,
+    num_steps: StepsOpt = None,
+    maj: MajOpt = None,
+    num_augs: AugsOpt = None,
+    limit: LimitOpt = None,
+    checkpoint: CkptOpt = "final",
+    ema: EmaOpt = None,
+    stats: StatsOpt = False,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Sample, vote and score a run; writes eval/<split>/{predictions,submission,scores}.json."""
+    import torch
+
+    from arcdiff.eval.evaluate import evaluate_run, latest_run
+
+    if run is None:
+        run = latest_run()
+        console.print(f"evaluating the most recent run: {escape(str(run))}")
+    cfg = load_config(run / "config.json", set_ or [])
+    settings = _eval_settings(
+        cfg,
+        split=split,
+        num_steps=num_steps,
+        maj=maj,
+        num_augs=num_augs,
+        limit=limit,
+        checkpoint=checkpoint,
+        use_ema=ema,
+    )
+    scores = evaluate_run(
+        run, settings, device=torch.device(device) if device else None, console=console
+    )
+    _show_scores(scores, stats)
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to report and compare.")],
+) -> None:
+    """Write report/report.{md,html} with plots for each run and compare the runs side by side."""
+    from arcdiff.eval.report import compare_table, write_report
+
+    for run in runs:
+        path = write_report(run)
+        console.print(f"wrote {escape(str(path))}")
+    console.print(compare_table(runs))
+
+
+@app.command("pipeline")
+@user_errors
+def pipeline_command(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: outputs/<config name>).")
+    ] = None,
+    skip_training: Annotated[
+        bool, typer.Option(help="Reuse the trained run in --out: evaluate and report only.")
+    ] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted training first.")] = False,
+    stats: StatsOpt = False,
+    device: DeviceOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train, evaluate the configured split, and write the report, into one run directory."""
+    import torch
+
+    from arcdiff.eval.evaluate import evaluate_run, quick_eval
+    from arcdiff.eval.report import write_report
+    from arcdiff.train.trainer import train
+
+    cfg = load_config(config, set_ or [])
+    run_dir = out or Path("outputs") / cfg.name
+    torch_device = torch.device(device) if device else None
+    if not skip_training:
+        console.print(config_tree(cfg))
+        on_eval = None
+        if cfg.train.quick_eval_every:
+            from arcdiff.data.dataset import stream_from_config
+
+            on_eval = quick_eval(cfg, stream_from_config(cfg.data).task_ids)
+        result = train(
+            cfg,
+            run_dir,
+            resume=resume,
+            device=torch_device,
+            progress=progress,
+            console=console,
+            on_eval=on_eval,
+        )
+        console.print(f"trained {result.step} steps ({result.stop_reason})")
+    elif not (run_dir / "checkpoints").is_dir():
+        raise CheckpointError(f"{run_dir}: no trained run to reuse (drop --skip-training)")
+    scores = evaluate_run(
+        run_dir, _eval_settings(cfg), device=torch_device, console=console, progress=progress
+    )
+    _show_scores(scores, stats)
+    console.print(f"report: {escape(str(write_report(run_dir)))}")
 
 
 @config_app.command("show")

@@ -101,6 +101,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     self_cond_prob: float = 0.5
     eval_every: int = 250
+    quick_eval_every: int | None = None  # pass@2 on a few eval tasks every N steps (pipeline)
+    quick_eval_tasks: int = 16
     save_every: int | None = None
     bf16: bool = True
     compile: bool = False

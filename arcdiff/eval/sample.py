@@ -9,13 +9,22 @@ re-noised as in training. The sampler is given test *inputs* only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from rich.progress import Progress
 from torch import Tensor
 
-from arcdiff.data.encode import PAD
+from arcdiff.data.augment import Augmentation, augment_canvases, sample_colour_perms
+from arcdiff.data.encode import PAD, decode_grids, encode_grids
+from arcdiff.data.tasks import Grid, Task
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
+from arcdiff.errors import DataError
+from arcdiff.eval.score import TestPrediction
+from arcdiff.eval.vote import Candidate, top2, vote
 from arcdiff.model.denoiser import Denoiser
 
 
@@ -24,6 +33,10 @@ class Samples:
     tokens: Tensor  # (B, S, S) int64 colours, PAD outside each predicted grid
     sizes: Tensor  # (B, 2) int64 predicted (h, w)
     confidence: Tensor  # (B,) mean max-probability over the predicted grid's cells
+    # the second most likely grid under the final per-cell distribution: the argmax with its
+    # least certain cell (smallest top-1 / top-2 log-probability margin) set to its top-2 colour
+    runner_up: Tensor  # (B, S, S)
+    runner_up_confidence: Tensor  # (B,)
 
 
 def size_mask(sizes: Tensor, s: int) -> Tensor:
@@ -71,6 +84,112 @@ def sample(
         x = diffusion.reverse_step(
             x, out.logits, step, next_step, valid, argmax=argmax, generator=generator
         ).prev_sample
-    probs = out.logits.float().softmax(-1).amax(-1)  # (B, S, S)
-    confidence = (probs * valid).sum(dim=(1, 2)) / valid.sum(dim=(1, 2))
-    return Samples(tokens=torch.where(valid, x, PAD), sizes=sizes, confidence=confidence)
+    probs = out.logits.float().softmax(-1)  # (B, S, S, 10)
+    top = probs.topk(2, dim=-1)
+    cells = valid.sum(dim=(1, 2))
+    confidence = (top.values[..., 0] * valid).sum(dim=(1, 2)) / cells
+    margin = (top.values[..., 0].log() - top.values[..., 1].log()).masked_fill(~valid, torch.inf)
+    flip = F.one_hot(margin.flatten(1).argmin(1), s * s).view(b, s, s).bool()  # (B, S, S)
+    runner_up = torch.where(flip, top.indices[..., 1], x)
+    swapped = (top.values[..., 1] * flip).sum(dim=(1, 2)) - (top.values[..., 0] * flip).sum(
+        dim=(1, 2)
+    )
+    return Samples(
+        tokens=torch.where(valid, x, PAD),
+        sizes=sizes,
+        confidence=confidence,
+        runner_up=torch.where(valid, runner_up, PAD),
+        runner_up_confidence=confidence + swapped / cells,
+    )
+
+
+@dataclass(frozen=True)
+class _Item:
+    task: int  # position in the task list
+    test: int  # test input index
+    aug: Augmentation
+
+
+def predict_tasks(
+    model: Denoiser,
+    diffusion: DiscreteDiffusion,
+    tasks: Sequence[Task],
+    task_index: Mapping[str, int],
+    *,
+    num_steps: int = 32,
+    maj: bool = True,
+    num_augs: int = 8,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: Progress | None = None,
+) -> dict[str, list[TestPrediction]]:
+    """Predict two attempts for every test input of ``tasks``.
+
+    The sampler sees :class:`Task` objects: demonstrations and test *inputs* only.
+    ``maj``: ``num_augs`` augmentations per test input (dihedral ids 0..7 in turn, each with a
+    random colour permutation), predictions mapped back and voted. Otherwise one identity
+    sample whose two most likely decodings are the attempts. ``task_index`` maps task ids to
+    the model's task embeddings.
+    """
+    device = device or next(model.parameters()).device
+    rng = np.random.default_rng(seed)
+    identity = Augmentation.identity()
+    items: list[_Item] = []
+    for t, task in enumerate(tasks):
+        if task.id not in task_index:
+            raise DataError(f"task {task.id} has no embedding in this model (not trained on)")
+        for i in range(len(task.test_inputs)):
+            if not maj:
+                items.append(_Item(t, i, identity))
+                continue
+            perms = sample_colour_perms(rng, num_augs)
+            items += [_Item(t, i, Augmentation(k % 8, perms[k])) for k in range(num_augs)]
+    grids = [tasks[it.task].test_inputs[it.test] for it in items]
+    tokens, sizes = encode_grids(grids, model.max_size)
+    dihedrals = np.array([it.aug.dihedral for it in items], dtype=np.int64)
+    colours = np.stack([it.aug.colours for it in items]) if items else np.zeros((0, 10))
+    tokens, _ = augment_canvases(tokens, sizes, dihedrals, colours)
+    task_ids = torch.tensor([task_index[tasks[it.task].id] for it in items], dtype=torch.long)
+
+    decoded: list[tuple[Grid, float, Grid, float]] = []
+    job = progress.add_task("sample", total=len(items)) if progress else None
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, len(items), batch_size):
+        sl = slice(start, start + batch_size)
+        out = sample(
+            model,
+            diffusion,
+            torch.from_numpy(tokens[sl].astype(np.int64)).to(device),
+            task_ids[sl].to(device),
+            torch.from_numpy(dihedrals[sl]).to(device),
+            num_steps=num_steps,
+            generator=generator if device.type == "cpu" else None,
+        )
+        h_w = out.sizes.cpu().numpy()
+        best = decode_grids(out.tokens.cpu().numpy(), h_w)
+        second = decode_grids(out.runner_up.cpu().numpy(), h_w)
+        conf, conf2 = out.confidence.tolist(), out.runner_up_confidence.tolist()
+        decoded += list(zip(best, conf, second, conf2, strict=True))
+        if progress is not None and job is not None:
+            progress.update(job, advance=len(best))
+
+    predictions: dict[str, list[TestPrediction]] = {t.id: [] for t in tasks}
+    k = 1 if not maj else num_augs
+    for start in range(0, len(items), k):
+        group = items[start : start + k]
+        inverses = [it.aug.inverse() for it in group]
+        rows = decoded[start : start + k]
+        if maj:
+            candidates = vote(
+                [inv.apply(g) for inv, (g, *_rest) in zip(inverses, rows, strict=True)],
+                [c for _, c, _, _ in rows],
+            )
+        else:
+            (g, c, g2, c2) = rows[0]
+            candidates = [Candidate(g, 1, c), Candidate(g2, 0, c2)]
+        first, second = top2(candidates)
+        predictions[tasks[group[0].task].id].append(
+            TestPrediction(tuple(candidates), first, second)
+        )
+    return predictions

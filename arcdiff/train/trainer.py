@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,12 +241,14 @@ def train(
     until_step: int | None = None,
     progress: bool = True,
     console: Console | None = None,
+    on_eval: Callable[[Denoiser, int], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Train a denoiser as ``cfg`` says, writing the run directory ``run_dir``.
 
     ``resume`` continues from ``run_dir/checkpoints/last.pt`` exactly (same batches, noise and
     optimizer state). ``until_step`` stops early at that step, saving ``last.pt`` only, as an
-    interrupted run would.
+    interrupted run would. ``on_eval(ema_model, step)``, if given, runs on the main process
+    every ``train.quick_eval_every`` steps and its metrics are logged (a quick score).
     """
     ddp = _Distributed(device)
     device = ddp.device
@@ -441,6 +444,9 @@ def train(
                 if is_eval and val_batch is not None:
                     val = validate(ema, val_batch, diffusion, cfg, device)
                     metrics.update(val)
+                quick = cfg.train.quick_eval_every
+                if on_eval is not None and ddp.is_main and quick and step % quick == 0:
+                    metrics.update(on_eval(ema, step))
                 logger.log(step, metrics)
                 bar.update(
                     job,

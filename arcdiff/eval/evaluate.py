@@ -1,0 +1,147 @@
+"""Evaluate a run: sample the split's test inputs, vote, score, write eval/<split>/."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from arcdiff.config import Config
+from arcdiff.data.tasks import load_tasks
+from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
+from arcdiff.errors import CheckpointError
+from arcdiff.eval.sample import predict_tasks
+from arcdiff.eval.score import predictions_json, score_split, submission
+from arcdiff.model.denoiser import Denoiser
+from arcdiff.train.trainer import load_run_model, select_device
+
+CHECKPOINTS = ("final", "best", "last")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    split: str
+    num_steps: int = 32
+    maj: bool = True
+    num_augs: int = 8
+    limit: int | None = None
+    checkpoint: str = "final"
+    use_ema: bool = True
+    batch_size: int = 256
+    seed: int = 0
+
+
+def split_dirname(split: str) -> str:
+    """'aa1:eval' -> 'aa1_eval'; a path -> its last component."""
+    return Path(split.rstrip("/")).name.replace(":", "_") or "split"
+
+
+def latest_run(outputs: Path = Path("outputs")) -> Path:
+    """The run directory under ``outputs`` whose newest checkpoint is the most recent."""
+    newest: tuple[float, Path] | None = None
+    for ckpt in outputs.glob("*/checkpoints/*.pt"):
+        mtime = ckpt.stat().st_mtime
+        if newest is None or mtime > newest[0]:
+            newest = (mtime, ckpt.parent.parent)
+    if newest is None:
+        raise CheckpointError(f"no run with checkpoints under {outputs}/; train one or pass --run")
+    return newest[1]
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2) + b"\n")
+    tmp.replace(path)
+
+
+def evaluate_run(
+    run_dir: Path,
+    settings: EvalSettings,
+    *,
+    device: torch.device | None = None,
+    console: Console | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict, vote and score one split of a run; returns and writes scores.json."""
+    if settings.checkpoint not in CHECKPOINTS:
+        raise CheckpointError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}")
+    path = run_dir / "checkpoints" / f"{settings.checkpoint}.pt"
+    model, cfg, state = load_run_model(path, use_ema=settings.use_ema)
+    device = device or select_device()
+    model = model.to(device)
+    sampling_steps(cfg.diffusion.num_timesteps, settings.num_steps)  # a clear ConfigError first
+    tasks = load_tasks(settings.split, max_size=cfg.data.max_size, limit=settings.limit)
+    diffusion = DiscreteDiffusion(
+        kernel=cfg.diffusion.kernel,
+        schedule=cfg.diffusion.schedule,
+        num_timesteps=cfg.diffusion.num_timesteps,
+    )
+    task_index = {task_id: i for i, task_id in enumerate(state["task_ids"])}
+    start = time.monotonic()
+    bar = Progress(
+        TextColumn("[bold]sample"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not progress,
+    )
+    with bar:
+        predictions = predict_tasks(
+            model,
+            diffusion,
+            tasks.tasks,  # test inputs only: outputs stay in tasks.solutions for the scorer
+            task_index,
+            num_steps=settings.num_steps,
+            maj=settings.maj,
+            num_augs=settings.num_augs,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            device=device,
+            progress=bar,
+        )
+    wall = time.monotonic() - start
+    scores = score_split(predictions, tasks.tasks, tasks.solutions)
+    scores["settings"] = {
+        **vars(settings),
+        "run": str(run_dir),
+        "num_augs": settings.num_augs if settings.maj else 1,
+        "device": str(device),
+        "wall_s": wall,
+        "step": state["step"],
+    }
+    out = run_dir / "eval" / split_dirname(settings.split)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "predictions.json", predictions_json(predictions))
+    _write_json(out / "submission.json", submission(predictions))
+    _write_json(out / "scores.json", scores)
+    return scores
+
+
+def quick_eval(cfg: Config, task_ids: list[str]) -> Callable[[Denoiser, int], dict[str, Any]]:
+    """A callback for train(): pass@2 and oracle on the first ``train.quick_eval_tasks`` tasks
+    of ``eval.split`` (no vote, 8 steps), so progress is visible while training."""
+    tasks = load_tasks(cfg.eval.split, max_size=cfg.data.max_size, limit=cfg.train.quick_eval_tasks)
+    index = {task_id: i for i, task_id in enumerate(task_ids)}
+    known = [t for t in tasks if t.id in index]
+    diffusion = DiscreteDiffusion(
+        kernel=cfg.diffusion.kernel,
+        schedule=cfg.diffusion.schedule,
+        num_timesteps=cfg.diffusion.num_timesteps,
+    )
+
+    def run(model: Denoiser, step: int) -> dict[str, Any]:
+        predictions = predict_tasks(
+            model, diffusion, known, index, num_steps=min(8, diffusion.num_timesteps), maj=False
+        )
+        summary = score_split(predictions, known, tasks.solutions)["summary"]
+        return {"quick_pass2": summary["pass@2"], "quick_oracle": summary["oracle"]}
+
+    return run
