@@ -56,6 +56,7 @@ class ModelConfig:
     n_layers: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    input_colour: bool = True  # output cells also embed the input colour at their position
     self_condition: bool = True
     sc_temperature: float = 1.5
     sc_gate_init: float = 0.3
@@ -106,6 +107,7 @@ class TrainConfig:
     save_every: int | None = None
     bf16: bool = True
     compile: bool = False
+    threads: int | None = None  # torch CPU threads (None: torch's default, all cores)
     seed: int = 0
     wandb: bool = False
     wandb_project: str = "arcdiff"

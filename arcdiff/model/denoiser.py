@@ -5,7 +5,8 @@ cell and logits for the output height and width.
 
 The sequence is one size token, the S*S input-canvas tokens and the S*S output-canvas tokens.
 Every token gets its content embedding, a row and a column embedding and a segment embedding;
-the conditioning vector (task + dihedral id + noise level) is added to every token.
+the conditioning vector (task + dihedral id + noise level) is added to every token. With
+``input_colour``, each output token also embeds the input colour at its canvas position.
 
 Gated log-prob self-conditioning: the logits of a first pass, as log-softmax at temperature
 ``sc_temperature``, centred per cell, go through Linear(10, d) + LayerNorm and a learnable
@@ -46,6 +47,7 @@ class Denoiser(nn.Module):
         n_layers: int = 4,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        input_colour: bool = True,
         self_condition: bool = True,
         sc_temperature: float = 1.5,
         sc_gate_init: float = 0.3,
@@ -57,6 +59,9 @@ class Denoiser(nn.Module):
         s = max_size
         self.input_embed = nn.Embedding(VOCAB, d_model)
         self.output_embed = nn.Embedding(VOCAB, d_model)
+        # copying is the most common ARC relation: give each output cell the input colour at
+        # the same canvas position directly instead of only through attention
+        self.input_colour_embed = nn.Embedding(VOCAB, d_model) if input_colour else None
         self.row_embed = nn.Embedding(s, d_model)
         self.col_embed = nn.Embedding(s, d_model)
         self.segment_embed = nn.Embedding(3, d_model)  # size token, input, output
@@ -87,6 +92,7 @@ class Denoiser(nn.Module):
             n_layers=cfg.n_layers,
             mlp_ratio=cfg.mlp_ratio,
             dropout=cfg.dropout,
+            input_colour=cfg.input_colour,
             self_condition=cfg.self_condition,
             sc_temperature=cfg.sc_temperature,
             sc_gate_init=cfg.sc_gate_init,
@@ -132,6 +138,8 @@ class Denoiser(nn.Module):
         seg = self.segment_embed.weight  # (3, D)
         x_in = self.input_embed(inputs.flatten(1)) + pos + seg[1]  # (B, N, D)
         x_out = self.output_embed(noisy.flatten(1)) + pos + seg[2]  # (B, N, D)
+        if self.input_colour_embed is not None:
+            x_out = x_out + self.input_colour_embed(inputs.flatten(1))
         if sc_logits is not None:
             if not self.self_condition:
                 raise ValueError("this model was built without self-conditioning")

@@ -250,6 +250,8 @@ def train(
     interrupted run would. ``on_eval(ema_model, step)``, if given, runs on the main process
     every ``train.quick_eval_every`` steps and its metrics are logged (a quick score).
     """
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     ddp = _Distributed(device)
     device = ddp.device
     console = console or Console()

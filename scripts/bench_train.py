@@ -1,0 +1,534 @@
+"""Training-step throughput and MFU of a preset, against a matmul peak measured in the same run.
+
+    .venv/bin/python scripts/bench_train.py                              # toiny_aa1, defaults
+    .venv/bin/python scripts/bench_train.py --config smol_aa1 --batch-size 8 --steps 3
+    .venv/bin/python scripts/bench_train.py --threads 1 --json outputs/bench_train_t1.json
+    .venv/bin/python scripts/bench_train.py --compile --profile
+
+1. Peak: the best GFLOP/s of ``torch.matmul`` on square matrices (float32 on CPU at n = 1024,
+   2048; bf16 on CUDA at n = 4096, 8192 when the trainer would autocast), 2 n^3 FLOPs each, on
+   the threads the training uses. It is measured before and after the steps (other jobs share
+   the machine) and MFU is taken against the higher of the two.
+2. Steps: the stream, model, optimizer, LR schedule, EMA and diffusion are built as
+   ``arcdiff.train.trainer.train`` builds them (``stream_from_config``, ``build_model``,
+   ``make_optimizer``, ``DiscreteDiffusion``, ``denoise_pass``, ``ema_update``); one step is
+   sample + corrupt, forward, loss, backward, clip, AdamW, scheduler and EMA, as in the trainer
+   (no validation, logging or checkpoints). Steps with and without the self-conditioning first
+   pass alternate, so both see the same machine load; ``--warmup`` steps of each are not
+   timed. The median and best of ``--steps`` timed steps of each kind are reported, plus the
+   mix the trainer runs (SC on ``train.self_cond_prob`` of the steps).
+
+Model FLOPs per step are analytic (B examples, N = 1 + 2 S^2 tokens for canvas side
+S = data.max_size, d = d_model, h = int(d * mlp_ratio), L layers, 64 noise frequencies)::
+
+    linear, per token, per layer   2 (3d^2 + d^2 + 2dh)            qkv, proj, fc1, fc2
+    attention, per example, layer  2 * 2 N^2 d                     q k^T and the weighted sum
+    heads, per example             2 S^2 d 10 + 2 d 2S              colour head, size head
+    noise MLP, per example         2 (128 d + d^2)
+    self-cond projection           2 S^2 10 d                       second pass only
+    F  = B [L (2N (4d^2 + 2dh) + 4 N^2 d) + 20 S^2 d + 4 S d + 2 (128 d + d^2)]
+    step without SC = 3 F                                          forward + backward (2x)
+    step with SC    = 3 (F + 20 B S^2 d) + F                        + the no-grad first pass
+
+Embedding lookups, norms, activations, softmax, loss and the optimizer are not counted, so MFU
+is the share of the measured matmul peak the model's matmuls achieve.
+
+The phase table gives each step's CPU seconds (all threads), "busy" = CPU seconds / (wall
+seconds x threads), below 100% when other jobs hold the cores, and minor page faults (fresh
+pages for large tensors glibc malloc returned to the OS; compare with
+``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from arcdiff.config import Config, apply_overrides, config_to_dict, load_config
+from arcdiff.data.dataset import Batch, TrainingStream, stream_from_config
+from arcdiff.data.encode import PAD
+from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.model.denoiser import NUM_COLOURS
+from arcdiff.train.trainer import (
+    build_model,
+    denoise_pass,
+    ema_update,
+    lr_factor,
+    make_optimizer,
+    select_device,
+)
+
+NOISE_FREQS = 64  # NoiseLevelEmbedding's default: its MLP reads 2 * 64 features
+CPU_PEAK_SIZES = (1024, 2048)
+CUDA_PEAK_SIZES = (4096, 8192)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def rate(x: float) -> str:
+    """One decimal from 10 up, three significant digits below (0.366 examples/s)."""
+    return f"{x:,.1f}" if x >= 10 else f"{x:.3g}"
+
+
+def cpu_model() -> str:
+    """The 'model name' of /proc/cpuinfo (Linux), else what platform knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def matmul_peak(
+    device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...], repeats: int
+) -> dict[str, Any]:
+    """Best and median GFLOP/s of torch.matmul on (n, n) @ (n, n), per size."""
+    out: dict[str, Any] = {
+        "taken_at": now(),
+        "dtype": str(dtype).removeprefix("torch."),
+        "sizes": {},
+    }
+    start = time.perf_counter()
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        torch.matmul(a, b)
+        sync(device)
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        sync(device)
+        one = time.perf_counter() - t0
+        calls = max(1, min(50, int(0.2 / max(one, 1e-6))))  # a timing lasts >= ~0.2 s
+        rates = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                torch.matmul(a, b)
+            sync(device)
+            rates.append(2 * n**3 * calls / (time.perf_counter() - t0) / 1e9)
+        out["sizes"][str(n)] = {
+            "best_gflops": max(rates),
+            "median_gflops": statistics.median(rates),
+            "calls_per_timing": calls,
+            "runs_gflops": rates,
+        }
+        del a, b
+    out["best_gflops"] = max(s["best_gflops"] for s in out["sizes"].values())
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    forward: float  # one forward without the self-conditioning input
+    no_sc: float  # training step without self-conditioning
+    sc: float  # training step with the no-grad first pass
+
+
+def model_flops(cfg: Config, batch_size: int) -> StepFlops:
+    """Matmul FLOPs of one training step (formula in the module docstring)."""
+    s, d, layers = cfg.data.max_size, cfg.model.d_model, cfg.model.n_layers
+    h = int(d * cfg.model.mlp_ratio)
+    n = 1 + 2 * s * s
+    linear = 2 * n * (4 * d * d + 2 * d * h)  # per layer, per example
+    attention = 2 * 2 * n * n * d
+    heads = 2 * s * s * d * NUM_COLOURS + 2 * d * 2 * s
+    noise = 2 * (2 * NOISE_FREQS * d + d * d)
+    forward = batch_size * (layers * (linear + attention) + heads + noise)
+    sc_proj = batch_size * 2 * s * s * NUM_COLOURS * d
+    return StepFlops(forward=forward, no_sc=3 * forward, sc=3 * (forward + sc_proj) + forward)
+
+
+@dataclass
+class Trainee:
+    """What one training step touches, built as arcdiff.train.trainer.train builds it."""
+
+    cfg: Config
+    stream: TrainingStream
+    diffusion: DiscreteDiffusion
+    model: nn.Module
+    train_model: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    noise_gen: torch.Generator
+    device: torch.device
+    autocast: Any
+    step: int = 0
+
+
+def build_trainee(cfg: Config, device: torch.device, compile_model: bool) -> Trainee:
+    torch.manual_seed(cfg.train.seed)
+    stream = stream_from_config(cfg.data)
+    diffusion = DiscreteDiffusion(
+        kernel=cfg.diffusion.kernel,
+        schedule=cfg.diffusion.schedule,
+        num_timesteps=cfg.diffusion.num_timesteps,
+    )
+    model = build_model(cfg, stream.num_tasks).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = make_optimizer(model, cfg, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    train_model = torch.compile(model) if compile_model else model
+    use_bf16 = cfg.train.bf16 and device.type == "cuda"
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    )
+    return Trainee(
+        cfg=cfg,
+        stream=stream,
+        diffusion=diffusion,
+        model=model,
+        train_model=train_model,
+        ema=ema,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        noise_gen=torch.Generator().manual_seed(cfg.train.seed * 1000),
+        device=device,
+        autocast=autocast,
+    )
+
+
+def train_step(t: Trainee, self_cond: bool) -> dict[str, float]:
+    """One optimizer step as the trainer takes it; seconds of each phase and the loss."""
+    cfg, device = t.cfg, t.device
+    micro = cfg.train.batch_size // cfg.train.grad_accum
+    phases = {"data": 0.0, "fwd_bwd": 0.0, "optim": 0.0}
+    sync(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t.model.train()
+    t.optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for _ in range(cfg.train.grad_accum):
+        t0 = time.perf_counter()
+        batch = t.stream.sample(micro)
+        batch = Batch(**{k: v.to(device) for k, v in vars(batch).items()})
+        x0, valid = batch.outputs, batch.outputs != PAD
+        steps = t.diffusion.sample_steps(micro, t.noise_gen)
+        x_t = t.diffusion.corrupt(x0.cpu(), steps, valid.cpu(), t.noise_gen).to(device)
+        logsnr = t.diffusion.logsnr(steps).to(device)
+        sync(device)
+        t1 = time.perf_counter()
+        with t.autocast:
+            pred = denoise_pass(t.train_model, batch, x_t, logsnr, valid, self_cond)
+            loss, _ = t.diffusion.loss(
+                pred.logits,
+                pred.size_logits,
+                x0,
+                batch.output_sizes,
+                valid,
+                cfg.diffusion.size_loss_weight,
+            )
+            (loss / cfg.train.grad_accum).backward()
+        loss_sum += loss.item() / cfg.train.grad_accum  # the trainer's .item() syncs here too
+        phases["data"] += t1 - t0
+        phases["fwd_bwd"] += time.perf_counter() - t1
+    t2 = time.perf_counter()
+    grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.train.grad_clip)
+    grad_norm.item()
+    t.optimizer.step()
+    t.scheduler.step()
+    t.step += 1
+    ema_update(t.ema, t.model, cfg.train.ema_decay, t.step)
+    sync(device)
+    end = time.perf_counter()
+    phases["optim"] = end - t2
+    cpu = time.process_time() - cpu_start  # this process's CPU seconds, all its threads
+    # first touches of fresh pages: large tensors malloc hands back to the OS and maps again
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start
+    return {"total": end - start, **phases, "cpu": cpu, "faults": faults, "loss": loss_sum}
+
+
+def time_steps(t: Trainee, steps: int, warmup: int, self_cond_ok: bool) -> dict[str, Any]:
+    """Alternate SC and no-SC steps; the first ``warmup`` of each kind are not kept."""
+    kinds = ["no_sc", "sc"] if self_cond_ok else ["no_sc"]
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+    taken_at = now()
+    start = time.perf_counter()
+    for i in range(warmup + steps):
+        for kind in kinds:
+            r = train_step(t, self_cond=kind == "sc")
+            if i >= warmup:
+                runs[kind].append(r)
+    return {"taken_at": taken_at, "seconds": time.perf_counter() - start, "runs": runs}
+
+
+def summarise(runs: list[dict[str, float]]) -> dict[str, float]:
+    totals = [r["total"] for r in runs]
+    out = {"median_s": statistics.median(totals), "best_s": min(totals), "worst_s": max(totals)}
+    for phase in ("data_s", "fwd_bwd_s", "optim_s", "cpu_s", "faults"):
+        out[f"median_{phase}"] = statistics.median(r[phase.removesuffix("_s")] for r in runs)
+    # CPU seconds over wall seconds x threads: below 1 when other jobs take the cores
+    out["cpu_busy"] = sum(r["cpu"] for r in runs) / sum(totals) / torch.get_num_threads()
+    out["runs_s"] = totals
+    return out
+
+
+def profile_steps(t: Trainee, self_cond_ok: bool, top: int, console: Console) -> list[dict]:
+    """torch.profiler over one step of each kind; the ops with the most self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if t.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        train_step(t, self_cond=False)
+        if self_cond_ok:
+            train_step(t, self_cond=True)
+    averages = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in averages) or 1.0
+    rows = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    table = Table(title="torch.profiler, one no-SC + one SC step: top ops by self CPU time")
+    table.add_column("op", overflow="fold")
+    for column in ("calls", "self CPU ms", "share"):
+        table.add_column(column, justify="right")
+    out = []
+    for e in rows:
+        share = e.self_cpu_time_total / total
+        table.add_row(e.key, str(e.count), f"{e.self_cpu_time_total / 1000:,.1f}", f"{share:.1%}")
+        out.append(
+            {
+                "op": e.key,
+                "calls": e.count,
+                "self_cpu_ms": e.self_cpu_time_total / 1000,
+                "share": share,
+            }
+        )
+    console.print(table)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="toiny_aa1", help="config file or preset name")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="override a config field: section.key=value (repeatable)",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size override")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps of each kind")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each kind first")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
+    parser.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: as the trainer)")
+    parser.add_argument("--peak-repeats", type=int, default=5, help="timings per matmul size")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile one step of each kind (torch.profiler)"
+    )
+    parser.add_argument("--profile-top", type=int, default=15, help="ops listed by --profile")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+
+    console = Console()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    overrides = list(args.overrides)
+    cfg = load_config(args.config, overrides)
+    if args.batch_size is not None:
+        cfg = apply_overrides(cfg, [f"train.batch_size={args.batch_size}"])
+    device = select_device(args.device)
+    bf16 = cfg.train.bf16 and device.type == "cuda"
+    peak_dtype = torch.bfloat16 if bf16 else torch.float32
+    peak_sizes = CUDA_PEAK_SIZES if device.type == "cuda" else CPU_PEAK_SIZES
+    threads = torch.get_num_threads()
+    cpu = cpu_model()
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    console.print(
+        f"torch {torch.__version__} | device {device}{f' ({gpu})' if gpu else ''} | "
+        f"threads {threads} (of {os.cpu_count()} CPUs) | CPU {cpu} | "
+        f"load avg {os.getloadavg()[0]:.2f} | compile {args.compile} | "
+        f"autocast {'bf16' if bf16 else 'off'}"
+    )
+
+    peak_before = matmul_peak(device, peak_dtype, peak_sizes, args.peak_repeats)
+    console.print(
+        f"matmul peak ({peak_before['dtype']}) at {peak_before['taken_at']}: "
+        f"{peak_before['best_gflops']:,.1f} GFLOP/s"
+    )
+
+    start = time.perf_counter()
+    trainee = build_trainee(cfg, device, args.compile)
+    build_s = time.perf_counter() - start
+    model = trainee.model
+    self_cond_ok = bool(getattr(model, "self_condition", False))
+    s, b = cfg.data.max_size, cfg.train.batch_size
+    tokens_per_example = 1 + 2 * s * s
+    console.print(
+        f"[bold]{cfg.name}[/]: {model.num_params():,} parameters, {trainee.stream.num_tasks} "
+        f"tasks, max_size {s} ({tokens_per_example} tokens/example), batch {b} "
+        f"(grad_accum {cfg.train.grad_accum}), d_model {cfg.model.d_model}, "
+        f"{cfg.model.n_layers} layers (built in {build_s:.1f} s)"
+    )
+
+    timing = time_steps(trainee, args.steps, args.warmup, self_cond_ok)
+    peak_after = matmul_peak(device, peak_dtype, peak_sizes, args.peak_repeats)
+    peak = max(peak_before["best_gflops"], peak_after["best_gflops"]) * 1e9
+
+    flops = model_flops(cfg, b)
+    p_sc = cfg.train.self_cond_prob if self_cond_ok else 0.0
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind, runs in timing["runs"].items():
+        summary = summarise(runs)
+        summary["flops"] = flops.sc if kind == "sc" else flops.no_sc
+        kinds[kind] = summary
+    if "sc" in kinds:
+        kinds["mix"] = {
+            key: (1 - p_sc) * kinds["no_sc"][key] + p_sc * kinds["sc"][key]
+            for key in ("median_s", "best_s", "flops")
+        }
+    labels = {"no_sc": "no SC", "sc": "SC (+1 fwd)", "mix": f"mix p={p_sc:g}"}
+    for summary in kinds.values():
+        for which in ("median", "best"):
+            seconds = summary[f"{which}_s"]
+            summary[f"{which}_examples_per_s"] = b / seconds
+            summary[f"{which}_tokens_per_s"] = b * tokens_per_example / seconds
+            summary[f"{which}_model_flops_per_s"] = summary["flops"] / seconds
+            summary[f"{which}_mfu"] = summary["flops"] / seconds / peak
+
+    table = Table(
+        title=f"{cfg.name} training step, batch {b}, {device}, {threads} threads, "
+        f"{args.steps} timed steps of each kind"
+    )
+    for column in ("step", "", "s/step", "ex/s", "tokens/s", "GFLOP/step", "GFLOP/s", "MFU"):
+        table.add_column(column, justify="left" if column in ("step", "") else "right")
+    for kind, summary in kinds.items():
+        for which in ("median", "best"):
+            table.add_row(
+                labels[kind] if which == "median" else "",
+                which,
+                f"{summary[f'{which}_s']:.3f}",
+                rate(summary[f"{which}_examples_per_s"]),
+                f"{summary[f'{which}_tokens_per_s']:,.0f}",
+                f"{summary['flops'] / 1e9:,.1f}",
+                f"{summary[f'{which}_model_flops_per_s'] / 1e9:,.1f}",
+                f"{summary[f'{which}_mfu']:.1%}",
+                end_section=which == "best",
+            )
+    console.print(table)
+
+    phase_table = Table(title="median seconds per phase of a step, CPU use, page faults")
+    columns = ("step", "data", "fwd+bwd", "optim+EMA", "total", "CPU s", "busy", "faults")
+    for column in columns:
+        phase_table.add_column(column, justify="left" if column == "step" else "right")
+    for kind in timing["runs"]:
+        summary = kinds[kind]
+        phase_table.add_row(
+            labels[kind],
+            f"{summary['median_data_s']:.3f}",
+            f"{summary['median_fwd_bwd_s']:.3f}",
+            f"{summary['median_optim_s']:.3f}",
+            f"{summary['median_s']:.3f}",
+            f"{summary['median_cpu_s']:.3f}",
+            f"{summary['cpu_busy']:.0%}",
+            f"{summary['median_faults']:,.0f}",
+        )
+    console.print(phase_table)
+
+    peak_table = Table(title=f"matmul peak, {peak_before['dtype']}, {threads} threads (GFLOP/s)")
+    for column in ("when", "taken at", "n", "best", "median"):
+        peak_table.add_column(column, justify="left" if column in ("when", "taken at") else "right")
+    for when, result in (("before steps", peak_before), ("after steps", peak_after)):
+        for n, r in result["sizes"].items():
+            peak_table.add_row(
+                when,
+                result["taken_at"],
+                n,
+                f"{r['best_gflops']:,.1f}",
+                f"{r['median_gflops']:,.1f}",
+            )
+    console.print(peak_table)
+
+    profile = (
+        profile_steps(trainee, self_cond_ok, args.profile_top, console) if args.profile else None
+    )
+
+    head = kinds.get("mix", kinds["no_sc"])
+    console.print(
+        f"steps timed at {timing['taken_at']} ({timing['seconds']:.1f} s); peaks at "
+        f"{peak_before['taken_at']} and {peak_after['taken_at']}; load avg "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{cfg.name} batch {b} on {device} ({threads} threads, torch {torch.__version__}): "
+        f"{rate(head['median_examples_per_s'])} examples/s, "
+        f"{head['median_tokens_per_s']:,.0f} tokens/s, "
+        f"{head['median_model_flops_per_s'] / 1e9:,.1f} model GFLOP/s = "
+        f"{head['median_mfu']:.1%} MFU of the measured {peak / 1e9:,.1f} GFLOP/s "
+        f"{peak_before['dtype']} matmul peak (median step, "
+        f"{'trainer SC mix' if 'mix' in kinds else 'no SC'})"
+    )
+
+    if args.json is not None:
+        report = {
+            "config": cfg.name,
+            "overrides": overrides,
+            "resolved_config": config_to_dict(cfg),
+            "device": str(device),
+            "gpu": gpu,
+            "cpu": cpu,
+            "cpu_count": os.cpu_count(),
+            "threads": threads,
+            "torch": torch.__version__,
+            "compile": args.compile,
+            "autocast_bf16": bf16,
+            "batch_size": b,
+            "tokens_per_example": tokens_per_example,
+            "num_params": model.num_params(),
+            "num_tasks": trainee.stream.num_tasks,
+            "build_s": build_s,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "self_cond_prob": p_sc,
+            "flops_forward": flops.forward,
+            "peak_before": peak_before,
+            "peak_after": peak_after,
+            "peak_flops_per_s": peak,
+            "steps_taken_at": timing["taken_at"],
+            "steps_seconds": timing["seconds"],
+            "load_avg_1min": os.getloadavg()[0],
+            "kinds": kinds,
+            "losses": {k: [r["loss"] for r in v] for k, v in timing["runs"].items()},
+            "profile": profile,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if not all(math.isfinite(r["loss"]) for v in timing["runs"].values() for r in v):
+        console.print("[red]warning: a non-finite loss was seen during the benchmark[/]")
+
+
+if __name__ == "__main__":
+    main()
