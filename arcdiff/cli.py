@@ -82,6 +82,16 @@ def config_tree(cfg: Config) -> Tree:
     return tree
 
 
+def _quick_eval_callback(cfg: Config) -> Any:
+    """train()'s on_eval hook when train.quick_eval_every is set (pass@2 on a few tasks)."""
+    if not cfg.train.quick_eval_every:
+        return None
+    from arcdiff.data.dataset import stream_from_config
+    from arcdiff.eval.evaluate import quick_eval
+
+    return quick_eval(cfg, stream_from_config(cfg.data).task_ids)
+
+
 @app.command("train")
 @user_errors
 def train_command(
@@ -113,6 +123,7 @@ def train_command(
         device=torch.device(device) if device else None,
         progress=progress,
         console=console,
+        on_eval=_quick_eval_callback(cfg),
     )
     val = result.val
     summary = f"val loss {val['val_loss']:.4f}, val acc {val['val_acc']:.3f}" if val else ""
@@ -243,7 +254,7 @@ def pipeline_command(
     """Train, evaluate the configured split, and write the report, into one run directory."""
     import torch
 
-    from arcdiff.eval.evaluate import evaluate_run, quick_eval
+    from arcdiff.eval.evaluate import evaluate_run
     from arcdiff.eval.report import write_report
     from arcdiff.train.trainer import train
 
@@ -252,11 +263,6 @@ def pipeline_command(
     torch_device = torch.device(device) if device else None
     if not skip_training:
         console.print(config_tree(cfg))
-        on_eval = None
-        if cfg.train.quick_eval_every:
-            from arcdiff.data.dataset import stream_from_config
-
-            on_eval = quick_eval(cfg, stream_from_config(cfg.data).task_ids)
         result = train(
             cfg,
             run_dir,
@@ -264,7 +270,7 @@ def pipeline_command(
             device=torch_device,
             progress=progress,
             console=console,
-            on_eval=on_eval,
+            on_eval=_quick_eval_callback(cfg),
         )
         console.print(f"trained {result.step} steps ({result.stop_reason})")
     elif not (run_dir / "checkpoints").is_dir():
