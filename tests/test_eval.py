@@ -205,3 +205,13 @@ def test_the_sampler_never_sees_test_outputs(tmp_path):
         preds = predict_tasks(model, DiscreteDiffusion(), tasks.tasks, index, num_steps=2)
         results.append(submission(preds))
     assert results[0] == results[1]
+
+
+def test_tasks_the_model_was_not_trained_on_are_a_data_error():
+    from arcdiff.errors import DataError
+    from arcdiff.model.denoiser import Denoiser
+
+    tasks = load_tasks("aa1:eval", max_size=10, limit=2)
+    model = Denoiser(num_tasks=1, max_size=10, d_model=16, n_heads=2, n_layers=1)
+    with pytest.raises(DataError, match=f"task {tasks.ids[1]} has no embedding"):
+        predict_tasks(model, DiscreteDiffusion(), tasks.tasks, {tasks.ids[0]: 0}, num_steps=1)

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from arcdiff.config import Config
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
-from arcdiff.errors import CheckpointError
+from arcdiff.errors import CheckpointError, DataError
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
@@ -77,7 +77,18 @@ def evaluate_run(
     device = device or select_device()
     model = model.to(device)
     sampling_steps(cfg.diffusion.num_timesteps, settings.num_steps)  # a clear ConfigError first
-    tasks = load_tasks(settings.split, max_size=cfg.data.max_size, limit=settings.limit)
+    tasks = load_tasks(
+        settings.split,
+        max_size=cfg.data.max_size,
+        ids=cfg.data.ids,  # a run trained on chosen tasks is evaluated on those
+        limit=settings.limit,
+        missing_ok=True,
+    )
+    if not len(tasks):
+        raise DataError(
+            f"{settings.split}: no tasks to evaluate (after the run's max_size "
+            f"{cfg.data.max_size} and data.ids filters)"
+        )
     diffusion = DiscreteDiffusion(
         kernel=cfg.diffusion.kernel,
         schedule=cfg.diffusion.schedule,
@@ -128,7 +139,13 @@ def evaluate_run(
 def quick_eval(cfg: Config, task_ids: list[str]) -> Callable[[Denoiser, int], dict[str, Any]]:
     """A callback for train(): pass@2 and oracle on the first ``train.quick_eval_tasks`` tasks
     of ``eval.split`` (no vote, 8 steps), so progress is visible while training."""
-    tasks = load_tasks(cfg.eval.split, max_size=cfg.data.max_size, limit=cfg.train.quick_eval_tasks)
+    tasks = load_tasks(
+        cfg.eval.split,
+        max_size=cfg.data.max_size,
+        ids=cfg.data.ids,
+        limit=cfg.train.quick_eval_tasks,
+        missing_ok=True,
+    )
     index = {task_id: i for i, task_id in enumerate(task_ids)}
     known = [t for t in tasks if t.id in index]
     diffusion = DiscreteDiffusion(
