@@ -155,6 +155,8 @@ def test_periodic_checkpoints_and_the_time_budget(tmp_path):
     result = quiet_train(tiny(train__max_steps=1000, train__max_minutes=0.0), tmp_path / "b")
     assert result.stop_reason == "max_minutes" and result.step == 0
     assert (tmp_path / "b" / "checkpoints" / "final.pt").exists()
+    # a run stopped by the clock is validated at its last step
+    assert [r["step"] for r in read_metrics(tmp_path / "b") if "val_loss" in r] == [0]
 
 
 @pytest.mark.parametrize(

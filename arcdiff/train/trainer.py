@@ -354,6 +354,7 @@ def train(
         stop_at = min(cfg.train.max_steps, until_step) if until_step else cfg.train.max_steps
         deadline = math.inf if cfg.train.max_minutes is None else cfg.train.max_minutes * 60
         start, val, stop_reason, bad_run = time.monotonic(), {}, "max_steps", 0
+        val_step = -1
         window_start, window_steps = time.monotonic(), 0
 
         bar = Progress(
@@ -444,7 +445,7 @@ def train(
                 metrics["minutes"] = (time.monotonic() - start) / 60
                 is_eval = step % cfg.train.eval_every == 0 or step == stop_at
                 if is_eval and val_batch is not None:
-                    val = validate(ema, val_batch, diffusion, cfg, device)
+                    val, val_step = validate(ema, val_batch, diffusion, cfg, device), step
                     metrics.update(val)
                 quick = cfg.train.quick_eval_every
                 if on_eval is not None and ddp.is_main and quick and step % quick == 0:
@@ -468,8 +469,9 @@ def train(
                 if cfg.train.save_every and step % cfg.train.save_every == 0:
                     save(f"step_{step:07d}")
         if step >= cfg.train.max_steps or stop_reason == "max_minutes":
-            if val_batch is not None and not val:
-                val = validate(ema, val_batch, diffusion, cfg, device)
+            if val_batch is not None and val_step != step:  # stopped by the clock: validate now
+                val, val_step = validate(ema, val_batch, diffusion, cfg, device), step
+                logger.log(step, val)
             save("last", "final")
         else:
             stop_reason = "until_step"
