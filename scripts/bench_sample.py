@@ -56,11 +56,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(cfg, len(task_ids)).eval()
     model = model.to(device)
-    diffusion = DiscreteDiffusion(
-        kernel=cfg.diffusion.kernel,
-        schedule=cfg.diffusion.schedule,
-        num_timesteps=cfg.diffusion.num_timesteps,
-    )
+    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
     tasks = load_tasks(cfg.eval.split, max_size=cfg.data.max_size, limit=args.limit)
     index = {task_id: i for i, task_id in enumerate(task_ids)}
     settings = dict(

@@ -187,11 +187,7 @@ class Trainee:
 def build_trainee(cfg: Config, device: torch.device, compile_model: bool) -> Trainee:
     torch.manual_seed(cfg.train.seed)
     stream = stream_from_config(cfg.data)
-    diffusion = DiscreteDiffusion(
-        kernel=cfg.diffusion.kernel,
-        schedule=cfg.diffusion.schedule,
-        num_timesteps=cfg.diffusion.num_timesteps,
-    )
+    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
     model = build_model(cfg, stream.num_tasks).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = make_optimizer(model, cfg, device)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from arcdiff.config import DiffusionConfig
 from arcdiff.diffusion.schedules import alpha_bar as schedule_alpha_bar
 from arcdiff.errors import ConfigError
 
@@ -63,6 +64,10 @@ class DiscreteDiffusion:
     kernel: Literal["uniform", "absorbing"] = "uniform"
     schedule: str = "cosine"
     num_timesteps: int = 128
+
+    @classmethod
+    def from_config(cls, cfg: DiffusionConfig) -> DiscreteDiffusion:
+        return cls(kernel=cfg.kernel, schedule=cfg.schedule, num_timesteps=cfg.num_timesteps)
 
     def alpha_bar(self, step: Tensor) -> Tensor:
         """alpha_bar at training steps (any shape); step -1 is clean data (alpha_bar = 1)."""

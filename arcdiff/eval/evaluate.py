@@ -89,11 +89,7 @@ def evaluate_run(
             f"{settings.split}: no tasks to evaluate (after the run's max_size "
             f"{cfg.data.max_size} and data.ids filters)"
         )
-    diffusion = DiscreteDiffusion(
-        kernel=cfg.diffusion.kernel,
-        schedule=cfg.diffusion.schedule,
-        num_timesteps=cfg.diffusion.num_timesteps,
-    )
+    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
     task_index = {task_id: i for i, task_id in enumerate(state["task_ids"])}
     start = time.monotonic()
     bar = Progress(
@@ -148,11 +144,7 @@ def quick_eval(cfg: Config, task_ids: list[str]) -> Callable[[Denoiser, int], di
     )
     index = {task_id: i for i, task_id in enumerate(task_ids)}
     known = [t for t in tasks if t.id in index]
-    diffusion = DiscreteDiffusion(
-        kernel=cfg.diffusion.kernel,
-        schedule=cfg.diffusion.schedule,
-        num_timesteps=cfg.diffusion.num_timesteps,
-    )
+    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
 
     def run(model: Denoiser, step: int) -> dict[str, Any]:
         predictions = predict_tasks(

@@ -260,11 +260,7 @@ def train(
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         random.seed(cfg.train.seed)
         stream = stream_from_config(cfg.data, rank=ddp.rank, world_size=ddp.world)
-        diffusion = DiscreteDiffusion(
-            kernel=cfg.diffusion.kernel,
-            schedule=cfg.diffusion.schedule,
-            num_timesteps=cfg.diffusion.num_timesteps,
-        )
+        diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
         model = build_model(cfg, stream.num_tasks).to(device)
         ema = copy.deepcopy(model).requires_grad_(False)
         optimizer = make_optimizer(model, cfg, device)
