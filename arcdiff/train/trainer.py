@@ -87,15 +87,21 @@ def code_version() -> str:
     return f"{arcdiff.__version__}+{sha}" if sha else arcdiff.__version__
 
 
-def lr_factor(step: int, cfg: Config) -> float:
-    """Linear warmup to 1, then cosine to 0.1 over the remaining steps, or constant."""
+def lr_factor(step: int, cfg: Config, budget_used: float = 0.0) -> float:
+    """Linear warmup to 1, then cosine to 0.1, or constant.
+
+    The cosine follows whichever runs out first: the steps (``step / max_steps``) or the time
+    budget (``budget_used``, the fraction of ``max_minutes`` spent), so a run stopped by the
+    clock still anneals its learning rate.
+    """
     t = cfg.train
     if step < t.warmup_steps:
         return (step + 1) / t.warmup_steps
     if t.lr_schedule == "constant":
         return 1.0
-    progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    by_steps = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+    progress = min(1.0, max(by_steps, budget_used))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -264,7 +270,13 @@ def train(
         model = build_model(cfg, stream.num_tasks).to(device)
         ema = copy.deepcopy(model).requires_grad_(False)
         optimizer = make_optimizer(model, cfg, device)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+        deadline = math.inf if cfg.train.max_minutes is None else cfg.train.max_minutes * 60
+        # start is shifted back by a resumed run's elapsed time; used = share of the budget
+        # spent, agreed by all ranks each step so their learning rates stay equal
+        clock = {"start": time.monotonic(), "used": 0.0}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, cfg, clock["used"])
+        )
         noise_gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + ddp.rank)
         coin_gen = torch.Generator().manual_seed(cfg.train.seed + 77)  # same on every rank
         step, best_val, skipped = 0, math.inf, 0
@@ -278,6 +290,7 @@ def train(
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step, best_val, skipped = state["step"], state["best_val"], state["skipped_steps"]
+            clock["start"] -= state.get("elapsed_s", 0.0)  # the time budget counts the whole run
             rng = state["rng"]
             stream.load_state_dict(rng["stream"])
             noise_gen.set_state(rng["noise"][ddp.rank])
@@ -316,6 +329,7 @@ def train(
                 "step": step,
                 "best_val": best_val,
                 "skipped_steps": skipped,
+                "elapsed_s": time.monotonic() - clock["start"],
                 "rng": {
                     "stream": stream.state_dict(),
                     "noise": noise_states,
@@ -348,8 +362,7 @@ def train(
             torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         )
         stop_at = min(cfg.train.max_steps, until_step) if until_step else cfg.train.max_steps
-        deadline = math.inf if cfg.train.max_minutes is None else cfg.train.max_minutes * 60
-        start, val, stop_reason, bad_run = time.monotonic(), {}, "max_steps", 0
+        start, val, stop_reason, bad_run = clock["start"], {}, "max_steps", 0
         val_step = -1
         window_start, window_steps = time.monotonic(), 0
 
@@ -365,7 +378,9 @@ def train(
         with bar:
             job = bar.add_task("train", total=stop_at, completed=step, info="")
             while step < stop_at:
-                if ddp.all_same(time.monotonic() - start) >= deadline:
+                elapsed = ddp.all_same(time.monotonic() - start)
+                clock["used"] = min(1.0, elapsed / deadline) if deadline else 1.0
+                if elapsed >= deadline:
                     stop_reason = "max_minutes"
                     break
                 model.train()
