@@ -5,23 +5,19 @@ A user error (arcdiff.errors) ends in one red line on stderr and exit code 1, ne
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 from rich.tree import Tree
 
 from arcdiff.config import Config, config_to_dict, load_config, save_config
-from arcdiff.errors import ArcdiffError, CheckpointError, DataError
-
-console = Console(emoji=False, highlight=False)
-err_console = Console(stderr=True, emoji=False, highlight=False)
+from arcdiff.errors import CheckpointError, DataError
+from arcdiff.image.cli import image_app
+from arcdiff.terminal import console, err_console, user_errors, write_json
 
 app = typer.Typer(
     name="arcdiff",
@@ -34,8 +30,7 @@ data_app = typer.Typer(help="Inspect and validate task sources.", no_args_is_hel
 config_app = typer.Typer(help="Show resolved configurations.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
-
-F = TypeVar("F", bound=Callable[..., Any])
+app.add_typer(image_app, name="image")
 
 ConfigOpt = Annotated[
     str | None,
@@ -48,28 +43,6 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a config field: section.key=value (repeatable)."),
 ]
 SOURCE_HELP = "aa1:train, aa1:eval, aa2:train, aa2:eval, a folder of task JSON, or a JSON file."
-
-
-def user_errors(fn: F) -> F:
-    """Print an arcdiff error as one line and exit 1 instead of raising."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ArcdiffError as e:
-            err_console.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Machine-readable output beside the tables (tmp file then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2) + b"\n")
-    tmp.replace(path)
 
 
 def config_tree(cfg: Config) -> Tree:

@@ -38,7 +38,10 @@ def alpha_bar(t: Tensor, schedule: ScheduleName) -> Tensor:
     if schedule == "cosine":
 
         def f(s: Tensor | float) -> Tensor:
-            return torch.cos(torch.as_tensor((s + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2)) ** 2
+            return (
+                torch.cos(torch.as_tensor((s + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2))
+                ** 2
+            )
 
         return (f(t) / f(0.0).to(t)).clamp(0.0, 1.0)
     if schedule == "linear":  # integral of beta(s) = b0 + s (b1 - b0)

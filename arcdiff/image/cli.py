@@ -1,0 +1,166 @@
+"""``arcdiff image ...``: the image-diffusion track's commands (registered by arcdiff/cli.py).
+
+A user error (arcdiff.errors) ends in one red line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from arcdiff.errors import ConfigError
+from arcdiff.terminal import console, user_errors
+
+image_app = typer.Typer(
+    help="Gaussian diffusion on 2D toy data (and small images).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@image_app.callback()
+def image() -> None:
+    """Gaussian diffusion on 2D toy data (and small images)."""
+
+
+def _names(value: str, option: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names:
+        raise ConfigError(f"{option} is empty")
+    return names
+
+
+def results_table(results: dict[str, dict[str, dict[str, float]]]) -> Table:
+    from arcdiff.image.train import BASELINE_KL
+
+    table = Table(title="toy2d results (KL: kNN estimate, k=5, bits; lower is better)")
+    for column in ("embedding", "dataset", "train s", "eval loss", "sample s", "KL", "baseline KL"):
+        table.add_column(column, justify="left" if column in ("embedding", "dataset") else "right")
+    for embedding, per_dataset in results.items():
+        for name, m in per_dataset.items():
+            base = BASELINE_KL.get(name)
+            kl = m["kl_divergence"]
+            style = "green" if base is not None and kl < base else "red"
+            table.add_row(
+                embedding,
+                name,
+                f"{m['training_time']:.1f}",
+                f"{m['eval_loss']:.4f}",
+                f"{m['inference_time']:.2f}",
+                f"[{style}]{kl:.4f}[/]",
+                "-" if base is None else f"{base:.4f}",
+            )
+    return table
+
+
+@image_app.command("toy2d")
+@user_errors
+def toy2d(
+    datasets: Annotated[
+        str, typer.Option(help="Comma-separated toy datasets: circle, dino, line, moons.")
+    ] = "circle,dino,line,moons",
+    embedding: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated embedding variants: sinusoidal, scaled, time_mlp, band_attention."
+        ),
+    ] = "sinusoidal",
+    study: Annotated[
+        bool,
+        typer.Option(
+            "--study",
+            help="Hybrid adaptive embeddings study: every embedding variant, plus modulation.png.",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run directory (default outputs/toy2d, or outputs/toy2d_study)."),
+    ] = None,
+    dino_tsv: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ARCDIFF_DATASAURUS",
+            help="DatasaurusDozen.tsv for the dino dataset (default data/DatasaurusDozen.tsv).",
+        ),
+    ] = None,
+    train_steps: Annotated[int | None, typer.Option(help="Training steps per dataset.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
+    num_timesteps: Annotated[int | None, typer.Option(help="Diffusion training steps T.")] = None,
+    t_power: Annotated[
+        float | None,
+        typer.Option(help="Draw training steps as T * u**p; p > 1 trains more at low noise."),
+    ] = None,
+    schedule: Annotated[str | None, typer.Option(help="cosine, linear or quadratic.")] = None,
+    prediction: Annotated[str | None, typer.Option(help="Model target: eps, v or x0.")] = None,
+    zero_terminal_snr: Annotated[
+        bool | None,
+        typer.Option(help="Rescale the schedule to zero terminal SNR (needs v or x0)."),
+    ] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddpm (ancestral) or ddim.")] = None,
+    eta: Annotated[float | None, typer.Option(help="DDIM eta (0 deterministic).")] = None,
+    sample_steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
+    spacing: Annotated[str | None, typer.Option(help="leading, trailing or linspace.")] = None,
+    num_points: Annotated[int | None, typer.Option(help="Points per dataset.")] = None,
+    eval_samples: Annotated[int | None, typer.Option(help="Samples drawn for the KL.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of init, batches and sampling.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+) -> None:
+    """Train the 2D toy suite, print the results table, write final_info.json, samples and PNGs."""
+    from arcdiff.image.mlp import EMBEDDINGS
+    from arcdiff.image.train import Toy2dConfig, run_toy2d
+
+    overrides = {
+        "train_steps": train_steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "num_timesteps": num_timesteps,
+        "t_power": t_power,
+        "schedule": schedule,
+        "prediction": prediction,
+        "zero_terminal_snr": zero_terminal_snr,
+        "sampler": sampler,
+        "eta": eta,
+        "sample_steps": sample_steps,
+        "spacing": spacing,
+        "num_points": num_points,
+        "eval_samples": eval_samples,
+        "seed": seed,
+        "threads": threads,
+    }
+    embeddings = EMBEDDINGS if study else _names(embedding, "--embedding")
+    cfg = Toy2dConfig(
+        datasets=_names(datasets, "--datasets"),
+        embeddings=embeddings,
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+    if cfg.zero_terminal_snr and cfg.prediction == "eps":
+        raise ConfigError("--zero-terminal-snr needs --prediction v or x0")
+    if "dino" in cfg.datasets:  # fail before any training if the TSV is missing
+        from arcdiff.image.datasets import datasaurus_path
+
+        datasaurus_path(dino_tsv)
+    out_dir = out or Path("outputs/toy2d_study" if study else "outputs/toy2d")
+
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(description: str, completed: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=completed)
+
+        results = run_toy2d(cfg, out_dir, dino_tsv=dino_tsv, progress=progress)
+    console.print(results_table(results))
+    summary = out_dir / "results.json"
+    console.print(f"wrote {summary}, {out_dir}/<embedding>/final_info.json and PNGs in {out_dir}")
