@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +28,7 @@ from arcdiff.image import datasets
 from arcdiff.image.gaussian import PREDICTIONS, SAMPLERS, GaussianDiffusion
 from arcdiff.image.metrics import knn_kl_divergence
 from arcdiff.image.mlp import EMBEDDINGS, MLPDenoiser
+from arcdiff.terminal import write_json
 
 METRIC_KEYS = ("training_time", "eval_loss", "inference_time", "kl_divergence")
 # The published baseline (AI-Scientist templates/2d_diffusion, run_0/final_info.json)
@@ -296,15 +296,6 @@ def run_dataset(
         losses=trained.losses,
         modulation=None if table is None else table.numpy(),
     )
-
-
-def write_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(
-        orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-    )
-    tmp.replace(path)
 
 
 def run_toy2d(
