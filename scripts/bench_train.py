@@ -11,7 +11,7 @@
    the machine) and MFU is taken against the higher of the two.
 2. Steps: the stream, model, optimizer, LR schedule, EMA and diffusion are built as
    ``arcdiff.train.trainer.train`` builds them (``stream_from_config``, ``build_model``,
-   ``make_optimizer``, ``DiscreteDiffusion``, ``denoise_pass``, ``ema_update``); one step is
+   ``make_optimizer``, ``DiscreteDiffusion``, ``diffusion_loss``, ``ema_update``); one step is
    sample + corrupt, forward, loss, backward, clip, AdamW, scheduler and EMA, as in the trainer
    (no validation, logging or checkpoints). Steps with and without the self-conditioning first
    pass alternate, so both see the same machine load; ``--warmup`` steps of each are not
@@ -63,12 +63,11 @@ from torch import nn
 
 from arcdiff.config import Config, apply_overrides, config_to_dict, load_config
 from arcdiff.data.dataset import Batch, TrainingStream, stream_from_config
-from arcdiff.data.encode import PAD
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.model.denoiser import NUM_COLOURS
 from arcdiff.train.trainer import (
     build_model,
-    denoise_pass,
+    diffusion_loss,
     ema_update,
     lr_factor,
     make_optimizer,
@@ -227,21 +226,18 @@ def train_step(t: Trainee, self_cond: bool) -> dict[str, float]:
         t0 = time.perf_counter()
         batch = t.stream.sample(micro)
         batch = Batch(**{k: v.to(device) for k, v in vars(batch).items()})
-        x0, valid = batch.outputs, batch.outputs != PAD
         steps = t.diffusion.sample_steps(micro, t.noise_gen)
-        x_t = t.diffusion.corrupt(x0.cpu(), steps, valid.cpu(), t.noise_gen).to(device)
-        logsnr = t.diffusion.logsnr(steps).to(device)
         sync(device)
         t1 = time.perf_counter()
-        with t.autocast:
-            pred = denoise_pass(t.train_model, batch, x_t, logsnr, valid, self_cond)
-            loss, _ = t.diffusion.loss(
-                pred.logits,
-                pred.size_logits,
-                x0,
-                batch.output_sizes,
-                valid,
+        with t.autocast:  # the trainer's own loss: corruption (on the CPU), denoise, score
+            loss, _, _ = diffusion_loss(
+                t.train_model,
+                batch,
+                t.diffusion,
+                steps,
+                t.noise_gen,
                 cfg.diffusion.size_loss_weight,
+                self_cond,
             )
             (loss / cfg.train.grad_accum).backward()
         loss_sum += loss.item() / cfg.train.grad_accum  # the trainer's .item() syncs here too

@@ -34,7 +34,7 @@ from arcdiff.data.dataset import Batch, stream_from_config
 from arcdiff.data.encode import PAD
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import CheckpointError, TrainingError
-from arcdiff.model.denoiser import Denoiser
+from arcdiff.model.denoiser import Denoiser, DenoiserOutput
 from arcdiff.train.checkpoint import (
     first_difference,
     load_checkpoint,
@@ -145,6 +145,26 @@ def denoise_pass(
     return model(*args, sc_logits=sc_logits, valid=valid)
 
 
+def diffusion_loss(
+    model: nn.Module,
+    batch: Batch,
+    diffusion: DiscreteDiffusion,
+    steps: Tensor,
+    generator: torch.Generator,
+    size_loss_weight: float,
+    self_condition: bool,
+) -> tuple[Tensor, dict[str, Tensor], DenoiserOutput]:
+    """Corrupt the batch's outputs at ``steps`` (noise drawn on the CPU), denoise, score."""
+    x0, valid = batch.outputs, batch.outputs != PAD
+    x_t = diffusion.corrupt(x0.cpu(), steps, valid.cpu(), generator).to(x0.device)
+    logsnr = diffusion.logsnr(steps).to(x0.device)
+    pred = denoise_pass(model, batch, x_t, logsnr, valid, self_condition)
+    loss, parts = diffusion.loss(
+        pred.logits, pred.size_logits, x0, batch.output_sizes, valid, size_loss_weight
+    )
+    return loss, parts, pred
+
+
 def _to(batch: Batch, device: torch.device) -> Batch:
     return Batch(**{k: v.to(device, non_blocking=True) for k, v in vars(batch).items()})
 
@@ -164,16 +184,14 @@ def validate(
     for k in range(NUM_NOISE_BUCKETS):
         lo, hi = k * t_max // NUM_NOISE_BUCKETS, (k + 1) * t_max // NUM_NOISE_BUCKETS
         steps = torch.randint(lo, max(hi, lo + 1), (n,), generator=gen)
-        x_t = diffusion.corrupt(x0.cpu(), steps, valid.cpu(), gen).to(device)
-        logsnr = diffusion.logsnr(steps).to(device)
-        pred = denoise_pass(model, batch, x_t, logsnr, valid, model.self_condition)
-        loss, _ = diffusion.loss(
-            pred.logits,
-            pred.size_logits,
-            x0,
-            batch.output_sizes,
-            valid,
+        loss, _, pred = diffusion_loss(
+            model,
+            batch,
+            diffusion,
+            steps,
+            gen,
             cfg.diffusion.size_loss_weight,
+            model.self_condition,
         )
         correct = (pred.logits.argmax(-1) == x0) & valid
         acc = (correct.sum() / valid.sum()).item()
@@ -391,24 +409,21 @@ def train(
                 loss_sum, parts_sum = 0.0, {"colour_loss": 0.0, "size_loss": 0.0}
                 for k in range(cfg.train.grad_accum):
                     batch = _to(stream.sample(micro), device)
-                    x0, valid = batch.outputs, batch.outputs != PAD
                     steps = diffusion.sample_steps(micro, noise_gen)
-                    x_t = diffusion.corrupt(x0.cpu(), steps, valid.cpu(), noise_gen).to(device)
-                    logsnr = diffusion.logsnr(steps).to(device)
                     sync = (
                         train_model.no_sync()
                         if ddp.enabled and k < cfg.train.grad_accum - 1
                         else contextlib.nullcontext()
                     )
                     with sync, autocast:
-                        pred = denoise_pass(train_model, batch, x_t, logsnr, valid, self_cond)
-                        loss, parts = diffusion.loss(
-                            pred.logits,
-                            pred.size_logits,
-                            x0,
-                            batch.output_sizes,
-                            valid,
+                        loss, parts, _ = diffusion_loss(
+                            train_model,
+                            batch,
+                            diffusion,
+                            steps,
+                            noise_gen,
                             cfg.diffusion.size_loss_weight,
+                            self_cond,
                         )
                         (loss / cfg.train.grad_accum).backward()
                     loss_sum += loss.item() / cfg.train.grad_accum
