@@ -18,7 +18,9 @@ from arcdiff.image.metrics import gaussian_kl_bits, knn_kl_divergence
 from arcdiff.image.mlp import EMBEDDINGS, MLPDenoiser
 from arcdiff.image.train import METRIC_KEYS
 
-TSV = Path(os.environ.get("ARCDIFF_DATASAURUS", "/work/shared/data/DatasaurusDozen.tsv"))
+# the shared data folder sits beside the repository (here and in CI)
+SHARED_TSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "DatasaurusDozen.tsv"
+TSV = Path(os.environ.get("ARCDIFF_DATASAURUS", SHARED_TSV))
 needs_tsv = pytest.mark.skipif(not TSV.is_file(), reason=f"no Datasaurus TSV at {TSV}")
 
 
