@@ -17,15 +17,6 @@ MU = torch.tensor([1.0, -2.0], dtype=torch.float64)
 STD = torch.tensor([0.5, 2.0], dtype=torch.float64)  # one axis narrower, one wider than noise
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are small: OpenMP threads only add overhead (a lot on a loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def analytic_denoiser(diffusion: G.GaussianDiffusion):
     """The Bayes-optimal model output for x_0 ~ N(MU, diag(STD^2)), in the diffusion's objective."""
 

@@ -24,15 +24,6 @@ TSV = Path(os.environ.get("ARCDIFF_DATASAURUS", SHARED_TSV))
 needs_tsv = pytest.mark.skipif(not TSV.is_file(), reason=f"no Datasaurus TSV at {TSV}")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are small: OpenMP threads only add overhead (a lot on a loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- datasets ----------------------------------------------------------------------------
 
 # First two of the 100,000 points and the mean, as the baseline's datasets.py makes them
