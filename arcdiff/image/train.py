@@ -56,7 +56,7 @@ class Toy2dConfig:
     num_timesteps: int = 100
     # training steps drawn as floor(T * u ** t_power), u ~ U(0, 1): > 1 trains more at low noise
     t_power: float = 2.0
-    # quadratic betas rescaled to zero terminal SNR, v-prediction: see scratch/NOTES_image.md
+    # quadratic betas, zero terminal SNR, v-prediction: NOTES.md, "Image track, part 1"
     schedule: str = "quadratic"
     prediction: str = "v"
     zero_terminal_snr: bool = True
