@@ -60,6 +60,7 @@ class ModelConfig:
     self_condition: bool = True
     sc_temperature: float = 1.5
     sc_gate_init: float = 0.3
+    size_copy: bool = True  # size head also has "input height" / "input width" classes
 
     def __post_init__(self) -> None:
         _check(self.d_model >= 1, "model.d_model", "must be >= 1")

@@ -1,7 +1,8 @@
 import torch
 
 from arcdiff.config import ModelConfig
-from arcdiff.model.denoiser import Denoiser
+from arcdiff.data.encode import PAD
+from arcdiff.model.denoiser import PAD_TOKEN, Denoiser
 
 
 def make(**kw):
@@ -83,3 +84,43 @@ def test_from_config_and_parameter_count():
     assert not hasattr(
         Denoiser.from_config(ModelConfig(self_condition=False), num_tasks=1, max_size=3), "sc_gate"
     )
+
+
+def grid_inputs(h: int, w: int, s: int = 6, b: int = 1) -> torch.Tensor:
+    canvas = torch.full((b, s, s), PAD)
+    canvas[:, :h, :w] = 3
+    return canvas
+
+
+def test_size_copy_classes_fold_onto_the_input_lengths():
+    model = make()
+    raw = torch.full((2, 2, 6 + 2), -30.0)
+    raw[:, 0, 6] = 0.0  # height: "the input's height"
+    raw[:, 1, 7] = 0.0  # width: "the input's width"
+    inputs = torch.cat([grid_inputs(2, 5), grid_inputs(4, 1)])
+    logp = model.fold_copy_classes(raw, inputs)
+    assert logp.shape == (2, 2, 6)
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(2, 2))  # still a distribution
+    assert (logp.argmax(-1) + 1).tolist() == [[2, 5], [4, 1]]  # read off each input
+    # the padding token is the data layer's PAD
+    assert PAD_TOKEN == PAD
+
+
+def test_size_copy_adds_the_copy_probability_to_the_absolute_length():
+    model = make()
+    torch.manual_seed(3)
+    raw = torch.randn(1, 2, 8)
+    inputs = grid_inputs(3, 3)  # both copy classes name length 3
+    p = raw.softmax(-1)
+    folded = model.fold_copy_classes(raw, inputs).exp()
+    expected = p[..., :6].clone()
+    expected[..., 2] += p[..., 6] + p[..., 7]
+    assert torch.allclose(folded, expected, atol=1e-6)
+
+
+def test_size_copy_off_keeps_plain_absolute_logits():
+    model = make(size_copy=False)
+    assert model.size_head.out_features == 2 * 6
+    assert make().size_head.out_features == 2 * 8
+    out = model(*inputs())
+    assert out.size_logits.shape == (3, 2, 6)

@@ -13,6 +13,12 @@ Gated log-prob self-conditioning: the logits of a first pass, as log-softmax at 
 scalar gate (init ``sc_gate_init``) into the output tokens of a second pass; cells outside
 the valid region get nothing. Without self-conditioning the path is skipped, so it adds
 exactly zero.
+
+Size head with copy classes (``size_copy``): most ARC outputs take a side length from the
+input (same shape, or transposed). Besides the S absolute lengths, each of height and width
+gets two classes "the input's height" and "the input's width"; the returned ``size_logits``
+are the marginal log-probabilities of each absolute length (copy classes folded onto the
+length they name), so losses and argmax downstream see an ordinary (B, 2, S) distribution.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from arcdiff.model.layers import Block, NoiseLevelEmbedding
 
 NUM_COLOURS = 10
 VOCAB = NUM_COLOURS + 1  # colours + PAD (input canvas) / MASK (output canvas)
+PAD_TOKEN = NUM_COLOURS  # the input canvas's padding token, as in arcdiff.data.encode
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class Denoiser(nn.Module):
         self_condition: bool = True,
         sc_temperature: float = 1.5,
         sc_gate_init: float = 0.3,
+        size_copy: bool = True,
     ):
         super().__init__()
         self.max_size = max_size
@@ -74,7 +82,8 @@ class Denoiser(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
         self.colour_head = nn.Linear(d_model, NUM_COLOURS)
-        self.size_head = nn.Linear(d_model, 2 * s)
+        self.size_copy = size_copy
+        self.size_head = nn.Linear(d_model, 2 * (s + 2 * size_copy))
         self.self_condition = self_condition
         if self_condition:
             self.sc_proj = nn.Linear(NUM_COLOURS, d_model)
@@ -96,6 +105,7 @@ class Denoiser(nn.Module):
             self_condition=cfg.self_condition,
             sc_temperature=cfg.sc_temperature,
             sc_gate_init=cfg.sc_gate_init,
+            size_copy=cfg.size_copy,
         )
 
     @staticmethod
@@ -152,5 +162,22 @@ class Denoiser(nn.Module):
             x = block(x)
         x = self.norm(x)
         logits = self.colour_head(x[:, 1 + n :]).view(b, s, s, NUM_COLOURS)  # (B, S, S, 10)
-        size_logits = self.size_head(x[:, 0]).view(b, 2, self.max_size)  # (B, 2, S_max)
-        return DenoiserOutput(logits=logits, size_logits=size_logits)
+        size_logits = self.size_head(x[:, 0]).view(b, 2, -1)
+        if self.size_copy:
+            size_logits = self.fold_copy_classes(size_logits, inputs)
+        return DenoiserOutput(logits=logits, size_logits=size_logits)  # (B, 2, S_max)
+
+    def fold_copy_classes(self, raw: Tensor, inputs: Tensor) -> Tensor:
+        """(B, 2, S_max + 2) raw size logits -> (B, 2, S_max) log-probs of absolute lengths.
+
+        Classes S_max and S_max + 1 mean "the input's height" and "the input's width"; their
+        probability is added to the absolute length they name for each example.
+        """
+        logp = raw.float().log_softmax(-1)
+        absolute, copy = logp[..., : self.max_size], logp[..., self.max_size :]  # (B,2,S) (B,2,2)
+        grid = inputs != PAD_TOKEN
+        in_hw = torch.stack([grid.any(2).sum(1), grid.any(1).sum(1)], dim=-1)  # (B, 2) (h, w)
+        lengths = torch.arange(1, self.max_size + 1, device=raw.device)
+        names = lengths[None, :, None] == in_hw[:, None, :]  # (B, S, 2): length == input h / w
+        copy_at = copy[:, :, None, :].masked_fill(~names[:, None], -torch.inf)  # (B, 2, S, 2)
+        return torch.logsumexp(torch.cat([absolute[..., None], copy_at], dim=-1), dim=-1)
