@@ -1,0 +1,221 @@
+"""CPU recipe study: named variants of a preset, same wall-clock budget, same evaluation.
+
+Each variant is the base config (default ``toiny_aa1``) with a few ``section.key`` overrides.
+Every variant trains from the same seed on the same data for the same number of minutes
+(``--minutes``; optimizer steps are whatever fits), then is evaluated the same way (the
+base config's eval section: aa1 eval tasks with every grid <= 10, ``--maj`` with 8
+augmentations, unless a variant changes the sampler). One row per variant: examples/s,
+optimizer steps, final training loss, pass@2, oracle, size accuracy, cell accuracy of
+size-correct candidates beside the copy-the-input baseline, and wall times.
+
+Writes ``<out>/study.json`` (rows + the exact overrides), ``<out>/curves.png`` (training loss
+against minutes and against steps) and one run directory per trained variant; prints a rich
+table. Variants that change only the evaluation (sampling steps, EMA) evaluate the base
+variant's run. Finished trainings and evaluations are reused, so an interrupted study resumes
+(an interrupted training restarts).
+
+    python scripts/study_cpu.py --minutes 15 --variants base,no_input_colour,absorbing
+    python scripts/study_cpu.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import orjson  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from arcdiff.config import load_config  # noqa: E402
+from arcdiff.errors import ArcdiffError  # noqa: E402
+from arcdiff.eval.evaluate import EvalSettings, evaluate_run  # noqa: E402
+from arcdiff.terminal import console, err_console  # noqa: E402
+from arcdiff.train.logging import read_metrics  # noqa: E402
+from arcdiff.train.trainer import train  # noqa: E402
+
+# name -> (overrides on top of the base config, what the variant tests)
+VARIANTS: dict[str, tuple[list[str], str]] = {
+    "base": ([], "the preset as it is"),
+    "no_input_colour": (["model.input_colour=false"], "output cells do not embed the input colour"),
+    "no_size_copy": (["model.size_copy=false"], "size head without the copy-the-input classes"),
+    "absorbing": (['diffusion.kernel="absorbing"'], "absorbing (mask) kernel instead of uniform"),
+    "no_self_cond": (
+        ["model.self_condition=false", "train.self_cond_prob=0.0"],
+        "no self-conditioning (one pass)",
+    ),
+    "steps16": (["eval.num_steps=16"], "16 sampling steps instead of 32"),
+    "steps8": (["eval.num_steps=8"], "8 sampling steps instead of 32"),
+    "deep_narrow": (
+        ["model.d_model=96", "model.n_heads=4", "model.n_layers=7"],
+        "depth for width at about equal FLOPs",
+    ),
+    "wide_shallow": (
+        ["model.d_model=176", "model.n_heads=4", "model.n_layers=2"],
+        "width for depth at about equal FLOPs",
+    ),
+    "lr3e-3": (["train.lr=0.003"], "learning rate 3e-3"),
+    "batch32": (["train.batch_size=32"], "batch 32 (twice the optimizer steps)"),
+    "ema0.95": (["train.ema_decay=0.95"], "EMA decay 0.95"),
+    "no_ema": (["eval.use_ema=false"], "raw weights instead of EMA at evaluation"),
+    "eval_weight0.8": (["data.eval_weight=0.8"], "80% of examples from eval demonstrations"),
+    "fp32": (["train.bf16=false"], "float32 autocast off"),
+}
+
+COLUMNS = (
+    ("examples/s", "examples_per_s", "{:.1f}"),
+    ("steps", "steps", "{:d}"),
+    ("loss", "final_loss", "{:.3f}"),
+    ("pass@2", "pass@2", "{:.1%}"),
+    ("oracle", "oracle", "{:.1%}"),
+    ("size acc", "size_accuracy", "{:.1%}"),
+    ("cell acc", "cell_accuracy_same_shape", "{:.1%}"),
+    ("copy", "copy_baseline_same_shape", "{:.1%}"),
+    ("solved", "tasks_solved", "{:d}"),
+    ("train s", "train_s", "{:.0f}"),
+    ("eval s", "eval_s", "{:.0f}"),
+)
+
+
+def eval_only(name: str) -> bool:
+    """A variant that changes only the evaluation reuses the base variant's training."""
+    overrides = VARIANTS[name][0]
+    return bool(overrides) and all(o.startswith("eval.") for o in overrides)
+
+
+def train_variant(cfg: Any, run_dir: Path, progress: bool) -> tuple[int, float]:
+    """Train (or, for a finished run, reuse) one variant; returns (steps, seconds)."""
+    done = run_dir / "study_train.json"
+    if not done.exists():
+        start = time.monotonic()
+        result = train(cfg, run_dir, progress=progress, console=console)
+        record = {"steps": result.step, "train_s": time.monotonic() - start}
+        done.write_bytes(orjson.dumps(record))
+    record = orjson.loads(done.read_bytes())
+    return record["steps"], record["train_s"]
+
+
+def run_variant(
+    name: str, base: str, extra: list[str], minutes: float, out: Path, progress: bool
+) -> dict[str, Any]:
+    """Train one variant for ``minutes`` (or reuse its training) and evaluate it."""
+    overrides, _ = VARIANTS[name]
+    budget = [f"train.max_minutes={minutes}", "train.max_steps=1000000"]
+    cfg = load_config(base, [*extra, *overrides, *budget, "train.quick_eval_every=0"])
+    trained = out / ("base" if eval_only(name) else name)
+    if eval_only(name):
+        base_cfg = load_config(base, [*extra, *budget, "train.quick_eval_every=0"])
+        steps, train_s = train_variant(base_cfg, trained, progress)
+    else:
+        steps, train_s = train_variant(cfg, trained, progress)
+    row_path = out / f"{name}.json"
+    if not row_path.exists():
+        settings = EvalSettings(
+            split=cfg.eval.split,
+            num_steps=cfg.eval.num_steps,
+            maj=cfg.eval.maj,
+            num_augs=cfg.eval.num_augs,
+            limit=cfg.eval.limit,
+            use_ema=cfg.eval.use_ema,
+            batch_size=cfg.eval.batch_size,
+            seed=cfg.eval.seed,
+        )
+        start = time.monotonic()
+        scores = evaluate_run(trained, settings, console=console, progress=progress)
+        record = {"summary": scores["summary"], "eval_s": time.monotonic() - start}
+        row_path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    record = orjson.loads(row_path.read_bytes())
+    metrics = [m for m in read_metrics(trained) if "loss" in m]
+    tail = metrics[-20:]
+    speeds = [m["examples_per_s"] for m in metrics if "examples_per_s" in m]
+    return {
+        "variant": name,
+        "overrides": overrides,
+        "trained": trained.name,
+        "steps": steps,
+        "final_loss": sum(m["loss"] for m in tail) / max(len(tail), 1),
+        "examples_per_s": sorted(speeds)[len(speeds) // 2] if speeds else 0.0,
+        "train_s": train_s,
+        "eval_s": record["eval_s"],
+        **record["summary"],
+        "curve": [(m["step"], m["minutes"], m["loss"]) for m in metrics],
+    }
+
+
+def table(rows: list[dict[str, Any]], minutes: float) -> Table:
+    out = Table(title=f"CPU study: {minutes:g} min of training per variant")
+    out.add_column("variant", style="bold")
+    for title, _, _ in COLUMNS:
+        out.add_column(title, justify="right")
+    for row in rows:
+        out.add_row(row["variant"], *(fmt.format(row[key]) for _, key, fmt in COLUMNS))
+    return out
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path, window: int = 25) -> None:
+    fig, (by_time, by_step) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for row in rows:
+        steps, minutes, loss = zip(*row["curve"], strict=True) if row["curve"] else ([], [], [])
+        smooth = [
+            sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1])
+            for i in range(len(loss))
+        ]
+        by_time.plot(minutes, smooth, label=row["variant"])
+        by_step.plot(steps, smooth, label=row["variant"])
+    by_time.set(xlabel="minutes", ylabel=f"training loss (mean of {window} steps)")
+    by_step.set(xlabel="optimizer step", ylabel="training loss")
+    by_time.legend(fontsize=8)
+    for ax in (by_time, by_step):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="toiny_aa1", help="preset name or config file")
+    parser.add_argument("--variants", default="base", help="comma-separated variant names")
+    parser.add_argument("--minutes", type=float, default=15.0, help="training budget per variant")
+    parser.add_argument("--out", type=Path, default=Path("outputs/study_cpu"))
+    parser.add_argument(
+        "--set", action="append", default=[], help="extra override for every variant"
+    )
+    parser.add_argument("--list", action="store_true", help="list the variants and exit")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (overrides, what) in VARIANTS.items():
+            console.print(f"[bold]{name}[/]: {what}  {' '.join(overrides)}")
+        return 0
+    names = [n for n in args.variants.split(",") if n]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        err_console.print(f"error: unknown variant {unknown[0]!r} (see --list)")
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        for name in names:
+            console.rule(f"variant {name}: {VARIANTS[name][1]}")
+            rows.append(
+                run_variant(name, args.base, args.set, args.minutes, args.out, not args.no_progress)
+            )
+    except ArcdiffError as e:
+        err_console.print(f"error: {e}")
+        return 1
+    console.print(table(rows, args.minutes))
+    payload = {"base": args.base, "minutes": args.minutes, "extra": args.set, "rows": rows}
+    (args.out / "study.json").write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+    plot_curves(rows, args.out / "curves.png")
+    console.print(f"wrote {args.out / 'study.json'} and {args.out / 'curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Smoke test of the CPU recipe study: two variants, a budget of seconds, real tasks."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.conftest import tiny_overrides
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "study_cpu.py"
+
+
+def study(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path):
+    extra = tiny_overrides(
+        train__max_steps=10**6,
+        eval__split="aa1:train",
+        eval__num_steps=4,
+        eval__num_augs=2,
+        train__threads=1,
+    )
+    sets = [f"--set={s}" for s in extra]
+    out = tmp_path / "study"
+    args = ["--minutes", "0.05", "--variants", "base,steps8,no_self_cond", "--out", str(out)]
+    result = study(*args, *sets, "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = orjson.loads((out / "study.json").read_bytes())
+    rows = {row["variant"]: row for row in payload["rows"]}
+    assert set(rows) == {"base", "steps8", "no_self_cond"}
+    for row in rows.values():
+        assert row["steps"] >= 1 and row["tasks"] == 6
+        assert 0.0 <= row["pass@2"] <= row["oracle"] <= 1.0
+        assert row["curve"] and row["examples_per_s"] > 0
+    # an evaluation-only variant evaluates the base variant's training
+    assert rows["steps8"]["trained"] == "base" and rows["steps8"]["steps"] == rows["base"]["steps"]
+    assert not (out / "steps8").exists() and (out / "no_self_cond" / "checkpoints").is_dir()
+    assert (out / "curves.png").stat().st_size > 1000
+    assert "CPU study" in result.stdout and "no_self_cond" in result.stdout
+    # a rerun reuses every finished training and evaluation
+    again = study(*args, *sets, "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0 and "variant base" in again.stdout
+    assert (
+        orjson.loads((out / "study.json").read_bytes())["rows"][0]["steps"] == rows["base"]["steps"]
+    )
+
+
+def test_study_rejects_an_unknown_variant(tmp_path):
+    result = study("--variants", "base,no_such", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: unknown variant 'no_such' (see --list)"
