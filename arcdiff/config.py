@@ -38,6 +38,10 @@ class DataConfig:
     augment: bool = True  # a fresh random dihedral transform + colour permutation per example
     permute_background: bool = False  # colour permutations also move colour 0
     val_pairs: int = 64  # demonstration pairs of train-split tasks held out for validation
+    # > 1: draw this many batches at once, sort them by grid size into batches and crop each
+    # batch's canvases to its largest grid (a 3x3 task stops paying for 10x10 tokens); the
+    # sampler then crops each test input's canvas to its task's grids. 0 or 1: full canvases.
+    bucket_window: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -45,6 +49,7 @@ class DataConfig:
         _check(0.0 <= self.eval_weight <= 1.0, "data.eval_weight", "must be in [0, 1]")
         _check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1")
         _check(self.val_pairs >= 0, "data.val_pairs", "must be >= 0")
+        _check(self.bucket_window >= 0, "data.bucket_window", "must be >= 0")
 
 
 @dataclass(frozen=True)

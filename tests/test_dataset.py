@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 
 import numpy as np
@@ -314,3 +315,59 @@ def test_ids_select_tasks_across_train_and_eval_sources(train, evals):
     assert set(stream.sample(64).task.tolist()) == {0, 1}
     with pytest.raises(DataError, match="data.ids: no task with id nope"):
         stream_from_config(DataConfig(ids=[train.ids[0], "nope"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# size buckets
+
+
+def grid_sides(batch: Batch) -> np.ndarray:
+    return torch.maximum(batch.input_sizes.max(1).values, batch.output_sizes.max(1).values).numpy()
+
+
+def test_size_buckets_crop_each_batch_to_its_largest_grid(train, evals, allowed):
+    stream = make_stream(train, evals, seed=2, bucket_window=8)
+    batches = [stream.sample(64) for _ in range(8)]  # one whole window
+    ranges = []
+    for batch in batches:
+        sides = grid_sides(batch)
+        assert batch.inputs.shape == batch.outputs.shape == (64, sides.max(), sides.max())
+        assert (canvas_size(batch.inputs.numpy()) == batch.input_sizes.numpy()).all()
+        assert (canvas_size(batch.outputs.numpy()) == batch.output_sizes.numpy()).all()
+        for task, inp, out in undo_augmentations(batch):
+            assert (key(inp), key(out)) in allowed[task]
+        ranges.append((sides.min(), sides.max()))
+    ranges.sort()
+    assert all(hi <= lo_next for (_, hi), (lo_next, _) in itertools.pairwise(ranges))  # sorted
+    assert ranges[0][1] < SMALL  # small grids stopped paying for the full canvas
+    served = [grid_sides(b).max() for b in batches]
+    assert served != sorted(served)  # buckets come in a random order
+
+
+def test_size_buckets_resume_exactly_inside_and_across_windows(train, evals):
+    stream = make_stream(train, evals, seed=3, bucket_window=4)
+    for _ in range(6):  # one window and half of the next
+        stream.sample(32)
+    state = stream.state_dict()
+    expected = [stream.sample(32) for _ in range(5)]  # crosses into a third window
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    resumed = make_stream(train, evals, seed=99, bucket_window=4)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    for batch in expected:
+        assert_same_batch(resumed.sample(32), batch)
+
+
+def test_size_buckets_split_one_global_batch_across_ranks(train, evals):
+    single = make_stream(train, evals, seed=7, bucket_window=4)
+    ranks = [
+        make_stream(train, evals, seed=7, rank=r, world_size=2, bucket_window=4) for r in (0, 1)
+    ]
+    for _ in range(5):
+        whole = single.sample(64)
+        parts = [stream.sample(32) for stream in ranks]
+        for f in dataclasses.fields(Batch):
+            interleaved = torch.stack([getattr(p, f.name) for p in parts], dim=1)
+            assert torch.equal(interleaved.flatten(0, 1), getattr(whole, f.name)), f.name

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from arcdiff.data.augment import dihedral
-from arcdiff.data.tasks import load_tasks
+from arcdiff.data.tasks import Pair, Task, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.eval.sample import predict_tasks
+from arcdiff.eval.sample import canvas_side, predict_tasks
 from arcdiff.eval.score import TestPrediction, score_split, submission
 from arcdiff.eval.vote import Candidate, top2, vote
 from arcdiff.model.denoiser import DenoiserOutput
@@ -103,9 +103,11 @@ class OracleDenoiser(nn.Module):
         super().__init__()
         self.pairs, self.max_size, self.noise = pairs, max_size, noise
         self.dummy = nn.Parameter(torch.zeros(1))
+        self.sides = set()  # canvas sides it was shown
 
     def forward(self, inputs, noisy, logsnr, task, dihedral_id, sc_logits=None, valid=None):
         b, s, _ = inputs.shape
+        self.sides.add(s)
         logits = torch.zeros(b, s, s, 10)
         sizes = torch.zeros(b, 2, self.max_size)
         for k in range(b):
@@ -157,8 +159,8 @@ def colour_closed_tasks(limit=6):
     return tasks, chosen
 
 
-@pytest.mark.parametrize("maj", [True, False])
-def test_an_oracle_denoiser_scores_100_and_noise_scores_0(maj):
+@pytest.mark.parametrize("maj,crop", [(True, False), (False, False), (True, True)])
+def test_an_oracle_denoiser_scores_100_and_noise_scores_0(maj, crop):
     tasks, chosen = colour_closed_tasks()
     pairs = [
         (i, o) for t in chosen for i, o in zip(t.test_inputs, tasks.solutions[t.id], strict=True)
@@ -167,10 +169,14 @@ def test_an_oracle_denoiser_scores_100_and_noise_scores_0(maj):
     for noise, expected in ((False, 1.0), (True, 0.0)):
         model = OracleDenoiser(pairs, max_size=10, noise=noise)
         predictions = predict_tasks(
-            model, DiscreteDiffusion(), chosen, index, num_steps=2, maj=maj, num_augs=8
+            model, DiscreteDiffusion(), chosen, index, num_steps=2, maj=maj, num_augs=8, crop=crop
         )
         summary = score_split(predictions, chosen, tasks.solutions)["summary"]
         assert summary["pass@2"] == expected and summary["oracle"] == expected
+        # cropped canvases: each batch on its task's side, smaller than the full canvas
+        assert model.sides == (
+            {canvas_side(t, i, 10) for t in chosen for i in t.test_inputs} if crop else {10}
+        )
         if maj and not noise:
             candidate = predictions[chosen[0].id][0].candidates[0]
             assert candidate.votes == 8  # every augmentation, inverted, agrees
@@ -215,3 +221,15 @@ def test_tasks_the_model_was_not_trained_on_are_a_data_error():
     model = Denoiser(num_tasks=1, max_size=10, d_model=16, n_heads=2, n_layers=1)
     with pytest.raises(DataError, match=f"task {tasks.ids[1]} has no embedding"):
         predict_tasks(model, DiscreteDiffusion(), tasks.tasks, {tasks.ids[0]: 0}, num_steps=1)
+
+
+def test_canvas_side_covers_demonstrations_and_scaled_test_inputs():
+    def task(pairs, tests):
+        demos = tuple(Pair(g(*i), g(*o)) for i, o in pairs)
+        return Task("t", demos, tuple(g(*t) for t in tests), "test")
+
+    same = task([([[1, 2]], [[2, 1]]), ([[1, 2, 3]] * 3, [[3, 2, 1]] * 3)], [[[1] * 4] * 2])
+    assert canvas_side(same, same.test_inputs[0], 10) == 4  # test input wider than any demo
+    triple = task([([[1]], [[1] * 3] * 3), ([[1, 2]] * 2, [[1] * 6] * 6)], [[[1] * 3] * 3])
+    assert canvas_side(triple, triple.test_inputs[0], 30) == 9  # outputs 3x the input
+    assert canvas_side(triple, triple.test_inputs[0], 8) == 8  # never beyond the canvas

@@ -10,6 +10,11 @@ index (train tasks first, then eval tasks) and the augmentation.
 Under DDP every rank draws the same global batch from the same generator and keeps its own
 interleaved slice, so ``world_size`` ranks of batch B see exactly the examples one process of
 batch ``B * world_size`` would.
+
+Size buckets (``bucket_window`` W > 1): W global batches are drawn at once, sorted by their
+largest grid side, cut into W batches and served in a random order; each batch's canvases are
+cropped to its largest grid. The examples and their distribution are unchanged; only their
+grouping into batches and the canvas side differ.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class TrainingStream:
         rank: int = 0,
         world_size: int = 1,
         validation: Sequence[tuple[str, Pair]] = (),
+        bucket_window: int = 0,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
@@ -105,6 +111,10 @@ class TrainingStream:
         self.permute_background = permute_background
         self.rank, self.world_size = rank, world_size
         self.rng = np.random.default_rng(seed)
+        self.bucket_window = bucket_window
+        self._window: list[Any] = []  # draws of the current bucket window, served in order
+        self._window_rng: dict[str, Any] | None = None  # generator state before the window
+        self._window_pos = 0
 
         # a train-split task's solved test pair may not fit the canvas; demonstrations do
         fits = [
@@ -127,9 +137,8 @@ class TrainingStream:
     def num_pairs(self) -> int:
         return len(self.pair_task)
 
-    def sample(self, batch_size: int) -> Batch:
-        """This rank's ``batch_size`` examples of the next global batch."""
-        n = batch_size * self.world_size
+    def _draw(self, n: int) -> tuple[np.ndarray, ...]:
+        """n global examples: pair indices, dihedral ids, colour permutations, from_eval."""
         from_eval = self.rng.random(n) < self.eval_weight
         from_train = self.train_pool.draw(self.rng, n)
         from_evals = self.eval_pool.draw(self.rng, n) + len(self.train_pool.flat)
@@ -143,6 +152,33 @@ class TrainingStream:
                 np.zeros(n, np.int64),
                 np.tile(np.arange(10, dtype=np.uint8), (n, 1)),
             )
+        return pair, dihedrals, colours, from_eval
+
+    def _side(self, pair: np.ndarray) -> np.ndarray:
+        """(n,) largest side of each example's input and output grid."""
+        return np.maximum(self.input_sizes[pair].max(1), self.output_sizes[pair].max(1))
+
+    def _fill_window(self, n: int) -> None:
+        """Draw ``bucket_window`` global batches at once and cut them into size buckets."""
+        self._window_rng = self.rng.bit_generator.state
+        drawn = self._draw(n * self.bucket_window)
+        order = np.argsort(self._side(drawn[0]), kind="stable")
+        chunks = [order[i * n : (i + 1) * n] for i in range(self.bucket_window)]
+        self._window = [tuple(a[c] for a in drawn) for c in self.rng.permutation(chunks)]
+        self._window_pos = 0
+
+    def sample(self, batch_size: int) -> Batch:
+        """This rank's ``batch_size`` examples of the next global batch."""
+        n = batch_size * self.world_size
+        if self.bucket_window > 1:
+            if self._window_pos >= len(self._window) or len(self._window[0][0]) != n:
+                self._fill_window(n)
+            pair, dihedrals, colours, from_eval = self._window[self._window_pos]
+            self._window_pos += 1
+            side = int(self._side(pair).max())
+        else:
+            pair, dihedrals, colours, from_eval = self._draw(n)
+            side = self.max_size
         mine = slice(self.rank, None, self.world_size)
         pair, dihedrals, colours, from_eval = (
             pair[mine],
@@ -151,10 +187,10 @@ class TrainingStream:
             from_eval[mine],
         )
         inputs, input_sizes = augment_canvases(
-            self.inputs[pair], self.input_sizes[pair], dihedrals, colours
+            self.inputs[pair][:, :side, :side], self.input_sizes[pair], dihedrals, colours
         )
         outputs, output_sizes = augment_canvases(
-            self.outputs[pair], self.output_sizes[pair], dihedrals, colours
+            self.outputs[pair][:, :side, :side], self.output_sizes[pair], dihedrals, colours
         )
         return Batch(
             inputs=torch.from_numpy(inputs.astype(np.int64)),
@@ -187,10 +223,19 @@ class TrainingStream:
         )
 
     def state_dict(self) -> dict[str, Any]:
+        if self.bucket_window > 1 and self._window:
+            # the window is redrawn from the generator state that drew it
+            n = len(self._window[0][0])
+            return {"rng": self._window_rng, "window": [n, self._window_pos]}
         return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
+        self._window, self._window_pos = [], 0
+        if "window" in state:
+            n, pos = state["window"]
+            self._fill_window(n)
+            self._window_pos = pos
 
 
 def hold_out_demos(tasks: TaskSet, n: int, seed: int = 0) -> tuple[TaskSet, list[tuple[str, Pair]]]:
@@ -234,4 +279,5 @@ def stream_from_config(cfg: DataConfig, *, rank: int = 0, world_size: int = 1) -
         rank=rank,
         world_size=world_size,
         validation=validation,
+        bucket_window=cfg.bucket_window,
     )

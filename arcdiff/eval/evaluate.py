@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,17 +66,28 @@ def evaluate_run(
     run_dir: Path,
     settings: EvalSettings,
     *,
+    adapter: str | None = None,
     device: torch.device | None = None,
     console: Console | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Predict, vote and score one split of a run; returns and writes scores.json."""
+    """Predict, vote and score one split of a run; returns and writes scores.json.
+
+    ``adapter`` names a LoRA adapter of the run (``RUN/lora/NAME``): the base model with it,
+    scored into the adapter's own ``eval/``; the base run's files stay as they are."""
     if settings.checkpoint not in CHECKPOINTS:
         raise CheckpointError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}")
-    path = run_dir / "checkpoints" / f"{settings.checkpoint}.pt"
-    model, cfg, state = load_run_model(path, use_ema=settings.use_ema)
     device = device or select_device()
-    model = model.to(device)
+    if adapter is None:
+        path = run_dir / "checkpoints" / f"{settings.checkpoint}.pt"
+        model, cfg, state = load_run_model(path, use_ema=settings.use_ema)
+        predict, out_root = functools.partial(predict_tasks, model.to(device)), run_dir
+    else:  # a LoRA adapter of this run (arcdiff lora): its tasks, scores in its own directory
+        from arcdiff.train.lora import load_adapted
+
+        loaded = load_adapted(run_dir, adapter, device=device)
+        predict, cfg, out_root = loaded.adapted.predict, loaded.cfg, loaded.path
+        state = {"task_ids": loaded.adapted.task_ids, "step": loaded.manifest["base_step"]}
     sampling_steps(cfg.diffusion.num_timesteps, settings.num_steps)  # a clear ConfigError first
     tasks = load_tasks(
         settings.split,
@@ -101,8 +113,7 @@ def evaluate_run(
         disable=not progress,
     )
     with bar:
-        predictions = predict_tasks(
-            model,
+        predictions = predict(
             diffusion,
             tasks.tasks,  # test inputs only: outputs stay in tasks.solutions for the scorer
             task_index,
@@ -113,6 +124,7 @@ def evaluate_run(
             seed=settings.seed,
             device=device,
             progress=bar,
+            crop=cfg.data.bucket_window > 1,
         )
     wall = time.monotonic() - start
     scores = score_split(predictions, tasks.tasks, tasks.solutions)
@@ -123,8 +135,9 @@ def evaluate_run(
         "device": str(device),
         "wall_s": wall,
         "step": state["step"],
+        "adapter": adapter,
     }
-    out = run_dir / "eval" / split_dirname(settings.split)
+    out = out_root / "eval" / split_dirname(settings.split)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "predictions.json", predictions_json(predictions))
     _write_json(out / "submission.json", submission(predictions))
@@ -148,7 +161,13 @@ def quick_eval(cfg: Config, task_ids: list[str]) -> Callable[[Denoiser, int], di
 
     def run(model: Denoiser, step: int) -> dict[str, Any]:
         predictions = predict_tasks(
-            model, diffusion, known, index, num_steps=min(8, diffusion.num_timesteps), maj=False
+            model,
+            diffusion,
+            known,
+            index,
+            num_steps=min(8, diffusion.num_timesteps),
+            maj=False,
+            crop=cfg.data.bucket_window > 1,
         )
         summary = score_split(predictions, known, tasks.solutions)["summary"]
         return {"quick_pass2": summary["pass@2"], "quick_oracle": summary["oracle"]}

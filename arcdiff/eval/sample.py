@@ -103,6 +103,17 @@ def sample(
     )
 
 
+def canvas_side(task: Task, test_input: Grid, max_size: int) -> int:
+    """The canvas side a test input is sampled on when the model was trained on cropped
+    canvases: its task's largest grid, grown by the largest output/input side ratio of the
+    demonstrations when the test input is the larger one. Reads demonstrations and the test
+    input only."""
+    demo_side = max(max(*p.input.shape, *p.output.shape) for p in task.demos)
+    ratio = max(max(p.output.shape) / max(p.input.shape) for p in task.demos)
+    grown = int(np.ceil(max(test_input.shape) * ratio))
+    return min(max_size, max(demo_side, max(test_input.shape), grown))
+
+
 @dataclass(frozen=True)
 class _Item:
     task: int  # position in the task list
@@ -123,6 +134,7 @@ def predict_tasks(
     seed: int = 0,
     device: torch.device | None = None,
     progress: Progress | None = None,
+    crop: bool = False,
 ) -> dict[str, list[TestPrediction]]:
     """Predict two attempts for every test input of ``tasks``.
 
@@ -130,7 +142,9 @@ def predict_tasks(
     ``maj``: ``num_augs`` augmentations per test input (dihedral ids 0..7 in turn, each with a
     random colour permutation), predictions mapped back and voted. Otherwise one identity
     sample whose two most likely decodings are the attempts. ``task_index`` maps task ids to
-    the model's task embeddings.
+    the model's task embeddings. ``crop``: sample each test input on a canvas cropped to
+    its task's grids (:func:`canvas_side`), batched by canvas side, as models trained with
+    size buckets expect.
     """
     device = device or next(model.parameters()).device
     rng = np.random.default_rng(seed)
@@ -152,27 +166,39 @@ def predict_tasks(
     tokens, _ = augment_canvases(tokens, sizes, dihedrals, colours)
     task_ids = torch.tensor([task_index[tasks[it.task].id] for it in items], dtype=torch.long)
 
-    decoded: list[tuple[Grid, float, Grid, float]] = []
+    s = model.max_size
+    sides = np.array(
+        [
+            canvas_side(tasks[it.task], g, s) if crop else s
+            for it, g in zip(items, grids, strict=True)
+        ],
+        dtype=np.int64,
+    )
+    order = np.argsort(sides, kind="stable")  # batches of one canvas side each
+    decoded: list[tuple[Grid, float, Grid, float]] = [None] * len(items)  # type: ignore[list-item]
     job = progress.add_task("sample", total=len(items)) if progress else None
     generator = torch.Generator().manual_seed(seed)
-    for start in range(0, len(items), batch_size):
-        sl = slice(start, start + batch_size)
-        out = sample(
-            model,
-            diffusion,
-            torch.from_numpy(tokens[sl].astype(np.int64)).to(device),
-            task_ids[sl].to(device),
-            torch.from_numpy(dihedrals[sl]).to(device),
-            num_steps=num_steps,
-            generator=generator if device.type == "cpu" else None,
-        )
-        h_w = out.sizes.cpu().numpy()
-        best = decode_grids(out.tokens.cpu().numpy(), h_w)
-        second = decode_grids(out.runner_up.cpu().numpy(), h_w)
-        conf, conf2 = out.confidence.tolist(), out.runner_up_confidence.tolist()
-        decoded += list(zip(best, conf, second, conf2, strict=True))
-        if progress is not None and job is not None:
-            progress.update(job, advance=len(best))
+    for side in np.unique(sides):
+        group = order[sides[order] == side]
+        for start in range(0, len(group), batch_size):
+            batch = group[start : start + batch_size]
+            out = sample(
+                model,
+                diffusion,
+                torch.from_numpy(tokens[batch, :side, :side].astype(np.int64)).to(device),
+                task_ids[batch].to(device),
+                torch.from_numpy(dihedrals[batch]).to(device),
+                num_steps=num_steps,
+                generator=generator if device.type == "cpu" else None,
+            )
+            h_w = out.sizes.cpu().numpy()
+            best = decode_grids(out.tokens.cpu().numpy(), h_w)
+            second = decode_grids(out.runner_up.cpu().numpy(), h_w)
+            conf, conf2 = out.confidence.tolist(), out.runner_up_confidence.tolist()
+            for i, row in zip(batch, zip(best, conf, second, conf2, strict=True), strict=True):
+                decoded[i] = row
+            if progress is not None and job is not None:
+                progress.update(job, advance=len(batch))
 
     predictions: dict[str, list[TestPrediction]] = {t.id: [] for t in tasks}
     k = 1 if not maj else num_augs
