@@ -2,9 +2,10 @@
 
 Each variant is the base config (default ``toiny_aa1``) with a few ``section.key`` overrides.
 Every variant trains from the same seed on the same data for the same number of minutes
-(``--minutes``; optimizer steps are whatever fits), then is evaluated the same way (the
-base config's eval section: aa1 eval tasks with every grid <= 10, ``--maj`` with 8
-augmentations, unless a variant changes the sampler). One row per variant: examples/s,
+(``--minutes``; optimizer steps are whatever fits) or the same number of optimizer steps
+(``--steps``, the fair comparison when other work shares the CPU), then is evaluated the
+same way (the base config's eval section: aa1 eval tasks with every grid <= 10, ``--maj``
+with 8 augmentations, unless a variant changes the sampler). One row per variant: examples/s,
 optimizer steps, final training loss, pass@2, oracle, size accuracy, cell accuracy of
 size-correct candidates beside the copy-the-input baseline, and wall times.
 
@@ -15,6 +16,7 @@ variant's run. Finished trainings and evaluations are reused, so an interrupted 
 (an interrupted training restarts).
 
     python scripts/study_cpu.py --minutes 15 --variants base,no_input_colour,absorbing
+    python scripts/study_cpu.py --steps 500 --variants base,buckets   # fair on a shared CPU
     python scripts/study_cpu.py --list
 """
 
@@ -63,6 +65,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "batch32": (["train.batch_size=32"], "batch 32 (twice the optimizer steps)"),
     "ema0.95": (["train.ema_decay=0.95"], "EMA decay 0.95"),
     "no_ema": (["eval.use_ema=false"], "raw weights instead of EMA at evaluation"),
+    "buckets": (["data.bucket_window=16"], "size buckets: batches cropped to their largest grid"),
     "eval_weight0.8": (["data.eval_weight=0.8"], "80% of examples from eval demonstrations"),
     "fp32": (["train.bf16=false"], "float32 autocast off"),
 }
@@ -100,12 +103,18 @@ def train_variant(cfg: Any, run_dir: Path, progress: bool) -> tuple[int, float]:
     return record["steps"], record["train_s"]
 
 
+def budget_overrides(minutes: float | None, steps: int | None) -> list[str]:
+    """A wall-clock budget, or a fixed number of optimizer steps (fair under a shared CPU)."""
+    if steps is not None:
+        return [f"train.max_steps={steps}", "train.max_minutes=null"]
+    return [f"train.max_minutes={minutes}", "train.max_steps=1000000"]
+
+
 def run_variant(
-    name: str, base: str, extra: list[str], minutes: float, out: Path, progress: bool
+    name: str, base: str, extra: list[str], budget: list[str], out: Path, progress: bool
 ) -> dict[str, Any]:
-    """Train one variant for ``minutes`` (or reuse its training) and evaluate it."""
+    """Train one variant on ``budget`` (or reuse its training) and evaluate it."""
     overrides, _ = VARIANTS[name]
-    budget = [f"train.max_minutes={minutes}", "train.max_steps=1000000"]
     cfg = load_config(base, [*extra, *overrides, *budget, "train.quick_eval_every=0"])
     trained = out / ("base" if eval_only(name) else name)
     if eval_only(name):
@@ -147,8 +156,8 @@ def run_variant(
     }
 
 
-def table(rows: list[dict[str, Any]], minutes: float) -> Table:
-    out = Table(title=f"CPU study: {minutes:g} min of training per variant")
+def table(rows: list[dict[str, Any]], budget: str) -> Table:
+    out = Table(title=f"CPU study: {budget} of training per variant")
     out.add_column("variant", style="bold")
     for title, _, _ in COLUMNS:
         out.add_column(title, justify="right")
@@ -182,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="toiny_aa1", help="preset name or config file")
     parser.add_argument("--variants", default="base", help="comma-separated variant names")
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget per variant")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="a fixed step budget per variant instead"
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/study_cpu"))
     parser.add_argument(
         "--set", action="append", default=[], help="extra override for every variant"
@@ -200,17 +212,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    budget = budget_overrides(args.minutes, args.steps)
+    described = f"{args.steps} steps" if args.steps is not None else f"{args.minutes:g} min"
     try:
         for name in names:
             console.rule(f"variant {name}: {VARIANTS[name][1]}")
             rows.append(
-                run_variant(name, args.base, args.set, args.minutes, args.out, not args.no_progress)
+                run_variant(name, args.base, args.set, budget, args.out, not args.no_progress)
             )
     except ArcdiffError as e:
         err_console.print(f"error: {e}")
         return 1
-    console.print(table(rows, args.minutes))
-    payload = {"base": args.base, "minutes": args.minutes, "extra": args.set, "rows": rows}
+    console.print(table(rows, described))
+    payload = {"base": args.base, "budget": described, "extra": args.set, "rows": rows}
     (args.out / "study.json").write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
     plot_curves(rows, args.out / "curves.png")
     console.print(f"wrote {args.out / 'study.json'} and {args.out / 'curves.png'}")

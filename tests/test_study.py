@@ -19,7 +19,6 @@ def study(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path):
     extra = tiny_overrides(
-        train__max_steps=10**6,
         eval__split="aa1:train",
         eval__num_steps=4,
         eval__num_augs=2,
@@ -27,14 +26,14 @@ def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path):
     )
     sets = [f"--set={s}" for s in extra]
     out = tmp_path / "study"
-    args = ["--minutes", "0.05", "--variants", "base,steps8,no_self_cond", "--out", str(out)]
+    args = ["--steps", "4", "--variants", "base,steps8,no_self_cond", "--out", str(out)]
     result = study(*args, *sets, "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = orjson.loads((out / "study.json").read_bytes())
     rows = {row["variant"]: row for row in payload["rows"]}
     assert set(rows) == {"base", "steps8", "no_self_cond"}
     for row in rows.values():
-        assert row["steps"] >= 1 and row["tasks"] == 6
+        assert row["steps"] == 4 and row["tasks"] == 6
         assert 0.0 <= row["pass@2"] <= row["oracle"] <= 1.0
         assert row["curve"] and row["examples_per_s"] > 0
     # an evaluation-only variant evaluates the base variant's training

@@ -36,8 +36,14 @@ def test_run_directory_layout_and_metrics(tmp_path):
     assert set(state) >= {"model", "ema", "optimizer", "scheduler", "rng", "config", "code_version"}
 
 
-def test_resume_continues_exactly(tmp_path):
-    cfg = tiny(train__max_steps=20, train__eval_every=5, model__dropout=0.1)
+@pytest.mark.parametrize("bucket_window", [0, 4])
+def test_resume_continues_exactly(tmp_path, bucket_window):
+    cfg = tiny(
+        train__max_steps=20,
+        train__eval_every=5,
+        model__dropout=0.1,
+        data__bucket_window=bucket_window,  # 4: step 10 stops inside a window of buckets
+    )
     straight = quiet_train(cfg, tmp_path / "a")
     first = quiet_train(cfg, tmp_path / "b", until_step=10)
     assert first.step == 10 and first.stop_reason == "until_step"
@@ -165,6 +171,7 @@ def test_periodic_checkpoints_and_the_time_budget(tmp_path):
         {"diffusion__kernel": "absorbing"},
         {"model__self_condition": False, "train__grad_accum": 2},
         {"diffusion__schedule": "linear", "train__lr_schedule": "constant"},
+        {"data__bucket_window": 4, "model__size_copy": False},
     ],
 )
 def test_variants_train_and_sample(tmp_path, extra):
