@@ -152,6 +152,13 @@ StatsOpt = Annotated[bool, typer.Option(help="Also print a per-task table.")]
 DeviceOpt = Annotated[
     str | None, typer.Option(help="cuda, cuda:1, mps or cpu (default: the best available).")
 ]
+AdapterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Evaluate with this LoRA adapter of the run (RUN/lora/NAME, from arcdiff lora); "
+        "its tasks and split by default, scores in RUN/lora/NAME/eval/."
+    ),
+]
 
 
 @app.command("evaluate")
@@ -168,6 +175,7 @@ def evaluate_command(
     stats: StatsOpt = False,
     device: DeviceOpt = None,
     set_: SetOpt = None,
+    adapter: AdapterOpt = None,
 ) -> None:
     """Sample, vote and score a run; writes eval/<split>/{predictions,submission,scores}.json."""
     import torch
@@ -177,7 +185,12 @@ def evaluate_command(
     if run is None:
         run = latest_run()
         console.print(f"evaluating the most recent run: {escape(str(run))}")
-    cfg = load_config(run / "config.json", set_ or [])
+    config_dir = run
+    if adapter is not None:
+        from arcdiff.train.lora import find_adapter
+
+        config_dir = find_adapter(run, adapter)
+    cfg = load_config(config_dir / "config.json", set_ or [])
     settings = _eval_settings(
         cfg,
         split=split,
@@ -189,9 +202,83 @@ def evaluate_command(
         use_ema=ema,
     )
     scores = evaluate_run(
-        run, settings, device=torch.device(device) if device else None, console=console
+        run,
+        settings,
+        adapter=adapter,
+        device=torch.device(device) if device else None,
+        console=console,
     )
     _show_scores(scores, stats)
+
+
+@app.command("lora")
+@user_errors
+def lora_command(
+    base: Annotated[Path, typer.Option(help="The trained run to adapt (its EMA weights).")],
+    tasks: Annotated[
+        str | None,
+        typer.Option(help=f"Tasks to adapt to: {SOURCE_HELP} Default: the config's eval.split."),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="shared, per-task, embeddings-only or full (repeatable: each is trained and "
+            "compared; default: lora.mode)."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Adapter name, saved in BASE/lora/NAME (default: the mode; NAME-MODE "
+            "for several modes)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder of the adapters (default: BASE/lora).")
+    ] = None,
+    ids: Annotated[str | None, typer.Option(help="Comma-separated task ids to keep.")] = None,
+    limit: LimitOpt = None,
+    checkpoint: CkptOpt = "final",
+    merge: Annotated[
+        bool, typer.Option(help="Also write NAME/merged/, a run dir with the adapter merged in.")
+    ] = False,
+    evaluate: Annotated[
+        bool,
+        typer.Option(help="Score the baseline and each adaptation and print the comparison."),
+    ] = True,
+    device: DeviceOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Adapt a trained run to unseen tasks: new task embeddings plus peft LoRA (or the
+    embeddings only, or every weight), trained on their demonstration pairs; then compare."""
+    import torch
+
+    from arcdiff.train.lora import load_base, lora_config, run_lora
+
+    base_run = load_base(base, checkpoint)
+    cfg = lora_config(base_run, config, set_ or [])
+    modes = mode or [cfg.lora.mode]
+    if name is None:
+        names = list(modes)
+    else:
+        names = [name] if len(modes) == 1 else [f"{name}-{m}" for m in modes]
+    run_lora(
+        base_run,
+        cfg,
+        tasks or cfg.eval.split,
+        modes=modes,
+        names=names,
+        out=out,
+        ids=ids.split(",") if ids else None,
+        limit=limit,
+        merge=merge,
+        evaluate=evaluate,
+        device=torch.device(device) if device else None,
+        console=console,
+        progress=progress,
+    )
 
 
 @app.command("report")

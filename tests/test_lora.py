@@ -34,7 +34,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    cfg = load_config(None, tiny_overrides(data__ids=SMALL_TASKS[:5]))
+    cfg = load_config(None, tiny_overrides(data__ids=SMALL_TASKS[:5], train__threads=1))
     run = tmp_path_factory.mktemp("lora") / "base"
     train(cfg, run, device=CPU, progress=False)
     return run

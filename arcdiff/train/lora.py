@@ -354,6 +354,7 @@ def _fit(adapted: Adapted, tasks: Sequence[Task], fit: _Fit, seed: int, label: s
         augment=cfg.data.augment,
         permute_background=cfg.data.permute_background,
         seed=seed,
+        bucket_window=cfg.data.bucket_window,  # crops canvases as the base was trained, if it was
     )
     index = adapted.task_index
     rows = torch.tensor([index[t.id] for t in tasks], dtype=torch.long)
@@ -635,7 +636,7 @@ def score_adapted(
     sample each, no vote); returns both and the wall time."""
     diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
     shared = {"num_steps": cfg.eval.num_steps, "batch_size": cfg.eval.batch_size}
-    shared |= {"seed": cfg.eval.seed, "device": device}
+    shared |= {"seed": cfg.eval.seed, "device": device, "crop": cfg.data.bucket_window > 1}
     demo_tasks, demo_truths = demonstration_split(tasks.tasks)
     start = time.monotonic()
     bar = progress_bar("sample", console, progress, info=False)
