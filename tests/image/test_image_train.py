@@ -83,6 +83,23 @@ def test_training_saves_a_checkpoint_that_loads_back_exactly(tmp_path):
     assert summary["parameters"] > 0
 
 
+@pytest.mark.parametrize(
+    "schedule, prediction",
+    [("linear", "eps"), ("cosine", "eps"), ("linear", "v"), ("cosine", "x0")],
+)
+def test_every_schedule_and_objective_trains_with_accumulation(tmp_path, schedule, prediction):
+    cfg = tiny(
+        "train.steps=2",
+        "train.grad_accum=2",
+        f"diffusion.schedule={schedule}",
+        f"diffusion.prediction={prediction}",
+    )
+    train_image_model(cfg, tmp_path / "run")
+    summary = orjson.loads((tmp_path / "run" / "train_summary.json").read_bytes())
+    assert math.isfinite(summary["final_loss"]) and summary["images_seen"] == 2 * 8 * 2
+    assert load_run(tmp_path / "run").diffusion.prediction == prediction
+
+
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
     straight = train_image_model(tiny("train.steps=6"), tmp_path / "straight")
     train_image_model(tiny("train.steps=3"), tmp_path / "split")
