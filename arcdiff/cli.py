@@ -144,7 +144,9 @@ MajOpt = Annotated[
 ]
 AugsOpt = Annotated[int | None, typer.Option(help="Augmentations per test input with --maj.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Evaluate the first N tasks only.")]
-CkptOpt = Annotated[str, typer.Option(help="Which checkpoint: final, best or last.")]
+CkptOpt = Annotated[
+    str, typer.Option(help="Which checkpoint: final, best, last, or a snapshot name (min_15).")
+]
 EmaOpt = Annotated[
     bool | None, typer.Option("--ema/--no-ema", help="Sample with the EMA weights (default).")
 ]
@@ -248,6 +250,10 @@ def lora_command(
         bool,
         typer.Option(help="Score the baseline and each adaptation and print the comparison."),
     ] = True,
+    baseline: Annotated[
+        bool,
+        typer.Option(help="With --evaluate, also score the untrained model (new rows only)."),
+    ] = True,
     device: DeviceOpt = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -275,6 +281,7 @@ def lora_command(
         limit=limit,
         merge=merge,
         evaluate=evaluate,
+        baseline=baseline,
         device=torch.device(device) if device else None,
         console=console,
         progress=progress,

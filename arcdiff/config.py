@@ -111,6 +111,7 @@ class TrainConfig:
     quick_eval_every: int | None = None  # pass@2 on a few eval tasks every N steps (pipeline)
     quick_eval_tasks: int = 16
     save_every: int | None = None
+    snapshot_minutes: list[float] = field(default_factory=list)  # checkpoints/min_<M>.pt
     bf16: bool = True
     compile: bool = False
     threads: int | None = None  # torch CPU threads (None: torch's default, all cores)

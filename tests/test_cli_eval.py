@@ -83,14 +83,15 @@ def test_report_compares_runs(runner, pipeline_run):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--checkpoint", "newest"], "--checkpoint must be one of final, best, last"),
-        (["--num-steps", "500"], "num_steps=500 must be in 1..num_timesteps=128"),
-        (["--split", "aa2:eval"], "aa2:eval: no tasks to evaluate"),
+        (["--checkpoint", "newest"], ("no such checkpoint in", "(has: best, final, last)")),
+        (["--num-steps", "500"], ("num_steps=500 must be in 1..num_timesteps=128",)),
+        (["--split", "aa2:eval"], ("aa2:eval: no tasks to evaluate",)),
     ],
 )
 def test_evaluate_errors_are_one_line(runner, pipeline_run, args, words):
     out, _ = pipeline_run
-    assert words in one_error_line(runner.invoke(app, ["evaluate", "--run", str(out), *args]))
+    line = one_error_line(runner.invoke(app, ["evaluate", "--run", str(out), *args]))
+    assert all(w in line for w in words)
 
 
 def test_evaluate_and_pipeline_without_a_run(runner, tmp_path, monkeypatch):

@@ -158,6 +158,10 @@ def test_periodic_checkpoints_and_the_time_budget(tmp_path):
     quiet_train(tiny(train__save_every=3), tmp_path / "a")
     names = {p.name for p in (tmp_path / "a" / "checkpoints").iterdir()}
     assert {"step_0000003.pt", "step_0000006.pt"} <= names
+    # snapshots by the clock: min_0 after the first step, min_1000 never
+    quiet_train(tiny(train__snapshot_minutes=[0, 1000]), tmp_path / "c")
+    snapshot = load_checkpoint(tmp_path / "c" / "checkpoints" / "min_0.pt")
+    assert snapshot["step"] == 1 and not (tmp_path / "c" / "checkpoints" / "min_1000.pt").exists()
     result = quiet_train(tiny(train__max_steps=1000, train__max_minutes=0.0), tmp_path / "b")
     assert result.stop_reason == "max_minutes" and result.step == 0
     assert (tmp_path / "b" / "checkpoints" / "final.pt").exists()

@@ -75,11 +75,15 @@ def evaluate_run(
 
     ``adapter`` names a LoRA adapter of the run (``RUN/lora/NAME``): the base model with it,
     scored into the adapter's own ``eval/``; the base run's files stay as they are."""
-    if settings.checkpoint not in CHECKPOINTS:
-        raise CheckpointError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}")
     device = device or select_device()
     if adapter is None:
         path = run_dir / "checkpoints" / f"{settings.checkpoint}.pt"
+        if settings.checkpoint not in CHECKPOINTS and not path.is_file():
+            saved = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
+            raise CheckpointError(
+                f"--checkpoint {settings.checkpoint}: no such checkpoint in {run_dir} "
+                f"(has: {', '.join(saved) or 'none'})"
+            )
         model, cfg, state = load_run_model(path, use_ema=settings.use_ema)
         predict, out_root = functools.partial(predict_tasks, model.to(device)), run_dir
     else:  # a LoRA adapter of this run (arcdiff lora): its tasks, scores in its own directory

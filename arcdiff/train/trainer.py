@@ -369,6 +369,10 @@ def train(
                     save_checkpoint(ckpt_dir / f"{name}.pt", state)
 
         val_batch = stream.validation_batch()
+        # checkpoints after these many minutes of training (a learning curve over time)
+        snapshots = sorted(
+            m for m in cfg.train.snapshot_minutes if not (ckpt_dir / f"min_{m:g}.pt").exists()
+        )
         micro = cfg.train.batch_size // cfg.train.grad_accum
         if micro * cfg.train.grad_accum != cfg.train.batch_size:
             raise TrainingError(
@@ -397,6 +401,7 @@ def train(
             job = bar.add_task("train", total=stop_at, completed=step, info="")
             while step < stop_at:
                 elapsed = ddp.all_same(time.monotonic() - start)
+                minutes_done = elapsed / 60  # the same on every rank
                 clock["used"] = min(1.0, elapsed / deadline) if deadline else 1.0
                 if elapsed >= deadline:
                     stop_reason = "max_minutes"
@@ -494,6 +499,8 @@ def train(
                     window_start, window_steps = time.monotonic(), 0
                 if cfg.train.save_every and step % cfg.train.save_every == 0:
                     save(f"step_{step:07d}")
+                while snapshots and minutes_done >= snapshots[0]:
+                    save(f"min_{snapshots.pop(0):g}")
         if step >= cfg.train.max_steps or stop_reason == "max_minutes":
             if val_batch is not None and val_step != step:  # stopped by the clock: validate now
                 val, val_step = validate(ema, val_batch, diffusion, cfg, device), step
