@@ -1,0 +1,119 @@
+"""Size buckets against full canvases: training examples/s and sampling items/s, in one run.
+
+    .venv/bin/python scripts/bench_buckets.py                    # toiny_aa1, 1 thread
+    .venv/bin/python scripts/bench_buckets.py --steps 60 --json outputs/bench_buckets.json
+
+Training: one model and optimizer; steps drawn from a full-canvas stream and from a stream
+with ``data.bucket_window`` (default 16) alternate, so both see the same machine load. Each
+step is sample, corrupt, forward, loss, backward, AdamW (self-conditioning off, so every step
+costs the same). ``--warmup`` steps of each kind are not timed; the median is reported.
+
+Sampling: the evaluator's ``predict_tasks`` on the first ``--tasks`` aa1 eval tasks (grids
+<= data.max_size), 8 augmentations, ``--sample-steps`` steps with two passes, with and
+without canvas cropping, alternated ``--repeats`` times; the best time of each is reported.
+The model is freshly initialised: speed does not depend on what it has learnt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from arcdiff.config import load_config
+from arcdiff.data.dataset import stream_from_config
+from arcdiff.data.tasks import load_tasks
+from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.eval.sample import predict_tasks
+from arcdiff.train.trainer import build_model, diffusion_loss, make_optimizer
+
+
+def train_rates(args: argparse.Namespace) -> dict[str, float]:
+    cfg = load_config(args.config)
+    streams = {
+        "full canvas": stream_from_config(cfg.data),
+        f"buckets of {args.window}": stream_from_config(
+            load_config(args.config, [f"data.bucket_window={args.window}"]).data
+        ),
+    }
+    torch.manual_seed(0)
+    model = build_model(cfg, streams["full canvas"].num_tasks)
+    optimizer = make_optimizer(model, cfg, torch.device("cpu"))
+    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
+    generator = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {name: [] for name in streams}
+    for i in range(args.warmup + args.steps):
+        for name, stream in streams.items():
+            start = time.perf_counter()
+            batch = stream.sample(cfg.train.batch_size)
+            steps = diffusion.sample_steps(len(batch), generator)
+            loss, _, _ = diffusion_loss(
+                model, batch, diffusion, steps, generator, cfg.diffusion.size_loss_weight, False
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: cfg.train.batch_size / statistics.median(t) for name, t in times.items()}
+
+
+def sample_rates(args: argparse.Namespace) -> dict[str, float]:
+    cfg = load_config(args.config)
+    tasks = load_tasks("aa1:eval", max_size=cfg.data.max_size, limit=args.tasks, missing_ok=True)
+    torch.manual_seed(0)
+    model = build_model(cfg, len(tasks)).eval()
+    index = {t.id: i for i, t in enumerate(tasks)}
+    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
+    items = sum(len(t.test_inputs) for t in tasks) * 8
+    best = {"full canvas": float("inf"), "cropped": float("inf")}
+    for _ in range(args.repeats):
+        for name, crop in (("full canvas", False), ("cropped", True)):
+            start = time.perf_counter()
+            predict_tasks(
+                model, diffusion, tasks.tasks, index, num_steps=args.sample_steps, crop=crop
+            )
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: items / t for name, t in best.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="toiny_aa1")
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps of each")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--tasks", type=int, default=20, help="eval tasks for the sampling part")
+    parser.add_argument("--sample-steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    console = Console()
+    train = train_rates(args)
+    sample = sample_rates(args)
+    table = Table(title=f"{args.config}: size buckets vs full canvases ({args.threads} thread)")
+    for column in ("what", "full canvas", "buckets / cropped", "ratio"):
+        table.add_column(column, justify="right")
+    (t_full, t_bucket), (s_full, s_crop) = train.values(), sample.values()
+    table.add_row(
+        "train examples/s", f"{t_full:.1f}", f"{t_bucket:.1f}", f"{t_bucket / t_full:.2f}x"
+    )
+    table.add_row("sample items/s", f"{s_full:.2f}", f"{s_crop:.2f}", f"{s_crop / s_full:.2f}x")
+    console.print(table)
+    if args.json:
+        record = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "args": vars(args)}
+        record |= {"train_examples_per_s": train, "sample_items_per_s": sample}
+        args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
