@@ -198,3 +198,25 @@ def test_adapting_a_held_out_task_beats_the_untrained_embedding(runner, tmp_path
     assert evaluated["summary"] == after["test"]["summary"]
     assert after["demos"]["summary"]["cell_accuracy"] > before["demos"]["summary"]["cell_accuracy"]
     assert after["test"]["summary"]["pass@2"] >= before["test"]["summary"]["pass@2"]
+
+
+def test_later_runs_join_the_comparison(base, runner, tmp_path):
+    args = [
+        "lora",
+        "--base",
+        str(base),
+        "--tasks",
+        "aa1:train",
+        "--ids",
+        NEW,
+        "--out",
+        str(tmp_path),
+    ]
+    result = runner.invoke(app, [*args, "--mode", "embeddings-only", *QUICK])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*args, "--mode", "full", "--no-baseline", *QUICK])
+    assert result.exit_code == 0, result.output
+    rows = orjson.loads((tmp_path / "comparison.json").read_bytes())["rows"]
+    assert [r["name"] for r in rows] == ["baseline", "embeddings-only", "full"]
+    assert rows[2]["lora"]["steps"] == 3 and rows[0]["lora"] == {}
+    assert "embeddings-only" in result.stdout and "baseline" in result.stdout

@@ -43,6 +43,7 @@ import peft
 import torch
 import torch.nn.functional as F
 from peft.utils import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -621,6 +622,7 @@ class ModeResult:
     eval_s: float
     test: dict[str, Any]  # score_split summary on the tasks' test inputs
     demos: dict[str, Any]  # score_split summary on their demonstration pairs: a fit measure
+    lora: dict[str, Any] = field(default_factory=dict)  # the lora section it trained with
 
 
 def score_adapted(
@@ -689,15 +691,17 @@ def run_lora(
     limit: int | None = None,
     merge: bool = False,
     evaluate: bool = True,
+    baseline: bool = True,
     device: torch.device | None = None,
     console: Console | None = None,
     progress: bool = True,
 ) -> list[ModeResult]:
     """``arcdiff lora``: adapt ``base`` to ``source``'s tasks in each mode, save, score, compare.
 
-    With ``evaluate``, the untrained model (new rows at their mean) is scored first as the
-    baseline; every adaptation then trains, saves to ``out/<name>/`` (default ``RUN/lora``) and
-    is scored; the comparison goes to ``out/comparison.json``. Returns the rows.
+    With ``evaluate`` (and ``baseline``), the untrained model (new rows at their mean) is scored
+    first; every adaptation then trains, saves to ``out/<name>/`` (default ``RUN/lora``) and is
+    scored. The rows join those of earlier runs on the same source in ``out/comparison.json``
+    (a name's new row replaces its old one); returns every row.
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -711,32 +715,23 @@ def run_lora(
     out = out or base.run_dir / "lora"
     tasks = load_tasks(source, max_size=cfg.data.max_size, ids=ids, limit=limit)
     if not len(tasks):
-        raise DataError(
-            f"{source}: no tasks to adapt to (after the base's max_size {cfg.data.max_size})"
-        )
-    new = len(adapted_task_ids(base.task_ids, tasks.tasks)) - len(base.task_ids)
+        raise DataError(f"{source}: no tasks to adapt to (after the base's max_size filter)")
+    task_ids = adapted_task_ids(base.task_ids, tasks.tasks)
     console.print(
         f"adapting {base.run_dir} (step {base.step}, {len(base.task_ids)} tasks) to "
-        f"{len(tasks)} task(s) of {source}, {new} new"
+        f"{len(tasks)} task(s) of {source}, {len(task_ids) - len(base.task_ids)} new"
     )
+    scoring = {"device": device, "console": console, "progress": progress}
     results: list[ModeResult] = []
-    if evaluate:
-        baseline = prepare(base, adapted_task_ids(base.task_ids, tasks.tasks), cfg.lora, "none")
-        baseline.model.to(device).eval()
-        test, demos, wall = score_adapted(
-            baseline, tasks, cfg, device=device, console=console, progress=progress
-        )
-        results.append(
-            ModeResult(BASELINE, "none", 0, 0.0, wall, test["summary"], demos["summary"])
-        )
-        tmp = out / f".{BASELINE}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        _write_scores(tmp, results[-1], test, demos, cfg)
+    if evaluate and baseline:
+        untrained = prepare(base, task_ids, cfg.lora, "none")
+        untrained.model.to(device).eval()
+        tmp = _fresh(out / f".{BASELINE}.tmp")
+        results.append(_score_into(tmp, BASELINE, untrained, tasks, cfg, 0, 0.0, **scoring))
         _replace_dir(tmp, out / BASELINE)
     for mode, name in zip(modes, names, strict=True):
         mode_cfg = with_mode(cfg, mode)
-        tmp = out / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = _fresh(out / f".{name}.tmp")
         start = time.monotonic()
         adapted = adapt(
             base, tasks.tasks, mode_cfg, tmp, device=device, console=console, progress=progress
@@ -745,54 +740,95 @@ def run_lora(
         save_adapted(
             adapted, tmp, mode_cfg, base, source=source, tasks=tasks.tasks, train_s=train_s
         )
-        runs = len(tasks) if mode == "per-task" else 1
         if evaluate:
-            test, demos, wall = score_adapted(
-                adapted, tasks, mode_cfg, device=device, console=console, progress=progress
+            steps = (len(tasks) if mode == "per-task" else 1) * cfg.lora.steps
+            results.append(
+                _score_into(tmp, name, adapted, tasks, mode_cfg, steps, train_s, **scoring)
             )
-            row = ModeResult(
-                name, mode, runs * cfg.lora.steps, train_s, wall, test["summary"], demos["summary"]
-            )
-            results.append(row)
-            _write_scores(tmp, row, test, demos, mode_cfg)
         if merge:
-            merged_cfg = adapter_run_config(mode_cfg, source, tasks.tasks)
-            save_merged(adapted, tmp / "merged", merged_cfg, base)
+            save_merged(
+                adapted, tmp / "merged", adapter_run_config(mode_cfg, source, tasks.tasks), base
+            )
         _replace_dir(tmp, out / name)
         console.print(f"saved adapter {escape(str(out / name))}")
-    if results:
-        console.print(comparison_table(results, source))
-        write_json(
-            out / "comparison.json",
-            {"source": source, "rows": [dataclasses.asdict(r) for r in results]},
-        )
-    return results
+    if not results:
+        return results
+    rows = _join_comparison(out / "comparison.json", source, results)
+    console.print(comparison_table(rows, source))
+    return rows
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _score_into(
+    folder: Path,
+    name: str,
+    adapted: Adapted,
+    tasks: TaskSet,
+    cfg: Config,
+    steps: int,
+    train_s: float,
+    **scoring: Any,
+) -> ModeResult:
+    """Score ``adapted``, write ``folder/scores.json`` and return its comparison row."""
+    test, demos, wall = score_adapted(adapted, tasks, cfg, **scoring)
+    lora = dataclasses.asdict(cfg.lora) if adapted.mode != "none" else {}
+    row = ModeResult(
+        name, adapted.mode, steps, train_s, wall, test["summary"], demos["summary"], lora
+    )
+    _write_scores(folder, row, test, demos, cfg)
+    return row
+
+
+def _join_comparison(path: Path, source: str, results: Sequence[ModeResult]) -> list[ModeResult]:
+    """Earlier rows of ``path`` for the same source, updated by name with ``results``; saved."""
+    rows: dict[str, ModeResult] = {}
+    if path.is_file():
+        saved = orjson.loads(path.read_bytes())
+        if saved.get("source") == source:
+            rows = {r["name"]: ModeResult(**r) for r in saved["rows"]}
+    rows |= {r.name: r for r in results}
+    ordered = sorted(rows.values(), key=lambda r: r.name != BASELINE)  # the baseline first
+    write_json(path, {"source": source, "rows": [dataclasses.asdict(r) for r in ordered]})
+    return ordered
 
 
 TABLE_CAPTION = (
-    "pass@2, oracle: the tasks' test inputs (the truth among the top 2 voted attempts / among "
-    "all candidates), mean over tasks. cell acc: cells of attempt 1 right, over test inputs "
-    "whose predicted size is right. demo exact / demo cells: attempt 1 (one identity sample, no "
-    "vote) on the tasks' own demonstration pairs, the pairs the adaptation trained on: a fit "
-    "measure, not generalisation. baseline: new task rows at the mean of the trained ones, no "
-    "training. steps: optimiser steps in all."
+    "pass@2 / oracle: the tasks' test inputs solved by one of the 2 voted attempts / by any "
+    "candidate, mean over tasks. size: attempt 1 has the right size; cells: its cells right, "
+    "over those of the right size. demo exact / cells: attempt 1 (one identity sample, no vote) "
+    "exactly right / its cells right (right size only) on the tasks' own demonstration pairs, "
+    "the pairs the adaptation trained on: a fit measure, not generalisation. baseline: new task "
+    "rows at the mean of the trained rows, no training. steps: optimiser steps in all."
 )
 
 
 def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def comparison_table(results: Sequence[ModeResult], source: str) -> Table:
-    """Baseline vs each adaptation on the adapted tasks."""
-    table = Table(title=f"LoRA adaptation: {escape(source)}", caption=TABLE_CAPTION)
-    columns = ("adapter", "mode", "steps", "pass@2", "oracle", "size ok", "cell acc")
-    for name in (*columns, "demo exact", "demo cells", "train s", "eval s"):
-        table.add_column(name, justify="left" if name in ("adapter", "mode") else "right")
+    """Baseline vs each adaptation on the adapted tasks (the caption defines the columns)."""
+    table = Table(
+        title=f"LoRA adaptation: {escape(source)} (scores in %)",
+        caption=TABLE_CAPTION,
+        box=box.SIMPLE,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    table.add_column("adapter", no_wrap=True)
+    for name in ("steps", "pass@2", "oracle", "size", "cells", "demo\nexact", "demo\ncells"):
+        table.add_column(name, justify="right")
+    table.add_column("train\ns", justify="right")
+    table.add_column("eval\ns", justify="right")
     for r in results:
+        label = r.name if r.name == r.mode or r.mode == "none" else f"{r.name} ({r.mode})"
         table.add_row(
-            escape(r.name),
-            r.mode,
+            escape(label),
             str(r.steps),
             _pct(r.test.get("pass@2")),
             _pct(r.test.get("oracle")),
