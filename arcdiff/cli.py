@@ -241,7 +241,7 @@ def lora_command(
         Path | None, typer.Option(help="Folder of the adapters (default: BASE/lora).")
     ] = None,
     ids: Annotated[str | None, typer.Option(help="Comma-separated task ids to keep.")] = None,
-    limit: LimitOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Adapt to the first N tasks only.")] = None,
     checkpoint: CkptOpt = "final",
     merge: Annotated[
         bool, typer.Option(help="Also write NAME/merged/, a run dir with the adapter merged in.")
