@@ -351,8 +351,9 @@ def sweep(
     )  # fmt: skip
     console.print(table)
     console.print(
-        f"real: {ref['note']} (class acc.: the classifier's test accuracy). FD: Frechet "
-        f"distance; metric: {METRIC_NOTE}",
+        f"real: {ref['note']} (class acc.: the classifier's test accuracy); FD of "
+        f"{result['num_samples']} training images (the samples' class counts) to all: "
+        f"{ref['frechet_distance_train_subset']:.3f}. FD: Frechet distance; metric: {METRIC_NOTE}",
         soft_wrap=True,
     )
     console.print(f"wrote {run}/sweep.json, sweep.png and sweep/*.png")

@@ -166,8 +166,11 @@ def check_resumable(state: dict[str, Any], cfg: ImageConfig, where: str) -> None
             raise CheckpointError(f"{where}: config differs from the checkpoint's: {diff}")
 
 
-def load_run(run_dir: Path, *, checkpoint: str = "final") -> Run:
-    """Rebuild model, EMA and diffusion from ``run_dir/checkpoints/<checkpoint>.pt``."""
+def load_run(run_dir: Path, *, checkpoint: str = "final", device: str | None = None) -> Run:
+    """Rebuild model, EMA and diffusion from ``run_dir/checkpoints/<checkpoint>.pt``.
+
+    They go to ``device``, else the run's train.device, else CUDA when there is one.
+    """
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if checkpoint == "final" and not path.is_file():
         path = run_dir / "checkpoints" / "last.pt"
@@ -177,8 +180,14 @@ def load_run(run_dir: Path, *, checkpoint: str = "final") -> Run:
     model, ema = UNet(**state["model_args"]), UNet(**state["model_args"])
     load_state_strict(model, state["model"], f"{path} (model)")
     load_state_strict(ema, state["ema"], f"{path} (ema)")
+    target = select_device(device or cfg.train.device)
     return Run(
-        cfg, model.eval(), ema.eval(), make_diffusion(cfg), state["class_names"], state["step"]
+        cfg,
+        model.to(target).eval(),
+        ema.to(target).eval(),
+        make_diffusion(cfg).to(target),
+        state["class_names"],
+        state["step"],
     )
 
 

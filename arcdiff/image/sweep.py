@@ -43,6 +43,24 @@ def sweep_settings(run: Run) -> list[tuple[str, Sampler, float]]:
     return settings
 
 
+def train_subset_frechet(
+    real_feats: torch.Tensor, real_labels: torch.Tensor, labels: torch.Tensor, *, seed: int
+) -> float:
+    """Frechet distance to all training images of a random training subset with the samples'
+    class counts: what samples drawn from the training distribution itself would score.
+
+    Class counts matter: the features cluster by class, so a plain random subset of 300 digits
+    scores 0.4-1.2 on the demo only through its class proportions (0.08-0.12 when balanced).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for c, count in enumerate(torch.bincount(labels, minlength=int(real_labels.max()) + 1)):
+        members = torch.nonzero(real_labels == c).flatten()
+        picks.append(members[torch.randperm(len(members), generator=gen)[: int(count)]])
+    subset = real_feats[torch.cat(picks)]
+    return frechet_distance(real_feats.double().numpy(), subset.double().numpy())
+
+
 def run_sweep(
     run: Run,
     out_dir: Path,
@@ -81,15 +99,17 @@ def run_sweep(
         "note": f"{len(test_x)} held-out test images vs the {len(train_x)} training images",
         "classifier_test_accuracy": (test_pred == test_y).float().mean().item(),
     }
-    # the Frechet distance depends on the sample count: also a held-out subset of size n
-    if len(test_x) > n:
-        reference["frechet_distance_n_samples"] = frechet_distance(
-            real_feats.double().numpy(), test_feats[:n].double().numpy()
-        )
 
     gen = torch.Generator().manual_seed(cfg.sample.seed + 100)
     noise = torch.randn(n, *image_shape(run), generator=gen)
     labels = torch.arange(n) % run.ema.num_classes if run.ema.num_classes else None
+    if labels is None:  # unconditional samples: a subset of any classes
+        classes, counts = torch.zeros_like(train_y), torch.zeros(n, dtype=torch.long)
+    else:
+        classes, counts = train_y, labels
+    reference["frechet_distance_train_subset"] = train_subset_frechet(
+        real_feats, classes, counts, seed=0
+    )
     rows = []
     (out_dir / "sweep").mkdir(parents=True, exist_ok=True)
     settings = sweep_settings(run)
