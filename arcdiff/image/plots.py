@@ -145,8 +145,7 @@ def image_grid(
         spine.set_visible(False)
     if title:
         ax.set_title(title, fontsize=9, pad=14 if column_labels else 4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps long row labels inside
     plt.close(fig)
 
 
