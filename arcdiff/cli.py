@@ -119,6 +119,8 @@ def _eval_settings(cfg: Config, **given: Any) -> Any:
         "use_ema": cfg.eval.use_ema,
         "batch_size": cfg.eval.batch_size,
         "seed": cfg.eval.seed,
+        "size_vote": cfg.eval.size_vote,
+        "size_prior": cfg.eval.size_prior,
     }
     return EvalSettings(**{**base, **{k: v for k, v in given.items() if v is not None}})
 

@@ -65,7 +65,7 @@ class ModelConfig:
     self_condition: bool = True
     sc_temperature: float = 1.5
     sc_gate_init: float = 0.3
-    size_copy: bool = True  # size head also has "input height" / "input width" classes
+    size_copy: bool = False  # size head also has "input height" / "input width" classes
 
     def __post_init__(self) -> None:
         _check(self.d_model >= 1, "model.d_model", "must be >= 1")
@@ -144,6 +144,8 @@ class EvalConfig:
     batch_size: int = 256
     use_ema: bool = True
     seed: int = 0
+    size_vote: bool = True  # the views of a test input agree on one output size first
+    size_prior: bool = True  # the vote weighs the sizes the demonstrations' size rules name
 
     def __post_init__(self) -> None:
         _check(self.num_steps >= 1, "eval.num_steps", "must be >= 1")

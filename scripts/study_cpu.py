@@ -65,6 +65,11 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "batch32": (["train.batch_size=32"], "batch 32 (twice the optimizer steps)"),
     "ema0.95": (["train.ema_decay=0.95"], "EMA decay 0.95"),
     "no_ema": (["eval.use_ema=false"], "raw weights instead of EMA at evaluation"),
+    "no_size_vote": (
+        ["eval.size_vote=false"],
+        "each view reads its own size head (no vote, no demonstration prior)",
+    ),
+    "no_size_prior": (["eval.size_prior=false"], "size vote without the demonstration prior"),
     "buckets": (["data.bucket_window=16"], "size buckets: batches cropped to their largest grid"),
     "eval_weight0.8": (["data.eval_weight=0.8"], "80% of examples from eval demonstrations"),
     "fp32": (["train.bf16=false"], "float32 autocast off"),
@@ -133,6 +138,8 @@ def run_variant(
             use_ema=cfg.eval.use_ema,
             batch_size=cfg.eval.batch_size,
             seed=cfg.eval.seed,
+            size_vote=cfg.eval.size_vote,
+            size_prior=cfg.eval.size_prior,
         )
         start = time.monotonic()
         scores = evaluate_run(trained, settings, console=console, progress=progress)

@@ -5,10 +5,16 @@ import pytest
 import torch
 from torch import nn
 
-from arcdiff.data.augment import dihedral
+from arcdiff.data.augment import DIHEDRAL_BITS, dihedral
 from arcdiff.data.tasks import Pair, Task, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.eval.sample import canvas_side, predict_tasks
+from arcdiff.eval.sample import (
+    canvas_side,
+    demo_size_prior,
+    predict_tasks,
+    sample,
+    size_votes,
+)
 from arcdiff.eval.score import TestPrediction, score_split, submission
 from arcdiff.eval.vote import Candidate, top2, vote
 from arcdiff.model.denoiser import DenoiserOutput
@@ -159,8 +165,11 @@ def colour_closed_tasks(limit=6):
     return tasks, chosen
 
 
-@pytest.mark.parametrize("maj,crop", [(True, False), (False, False), (True, True)])
-def test_an_oracle_denoiser_scores_100_and_noise_scores_0(maj, crop):
+@pytest.mark.parametrize(
+    "maj,crop,size_vote",
+    [(True, False, True), (False, False, True), (True, True, True), (True, False, False)],
+)
+def test_an_oracle_denoiser_scores_100_and_noise_scores_0(maj, crop, size_vote):
     tasks, chosen = colour_closed_tasks()
     pairs = [
         (i, o) for t in chosen for i, o in zip(t.test_inputs, tasks.solutions[t.id], strict=True)
@@ -169,7 +178,15 @@ def test_an_oracle_denoiser_scores_100_and_noise_scores_0(maj, crop):
     for noise, expected in ((False, 1.0), (True, 0.0)):
         model = OracleDenoiser(pairs, max_size=10, noise=noise)
         predictions = predict_tasks(
-            model, DiscreteDiffusion(), chosen, index, num_steps=2, maj=maj, num_augs=8, crop=crop
+            model,
+            DiscreteDiffusion(),
+            chosen,
+            index,
+            num_steps=2,
+            maj=maj,
+            num_augs=8,
+            crop=crop,
+            size_vote=size_vote,
         )
         summary = score_split(predictions, chosen, tasks.solutions)["summary"]
         assert summary["pass@2"] == expected and summary["oracle"] == expected
@@ -233,3 +250,77 @@ def test_canvas_side_covers_demonstrations_and_scaled_test_inputs():
     triple = task([([[1]], [[1] * 3] * 3), ([[1, 2]] * 2, [[1] * 6] * 6)], [[[1] * 3] * 3])
     assert canvas_side(triple, triple.test_inputs[0], 30) == 9  # outputs 3x the input
     assert canvas_side(triple, triple.test_inputs[0], 8) == 8  # never beyond the canvas
+
+
+def test_size_votes_agree_in_the_original_frame():
+    s = 6
+    # one test input, 8 views; its true output is 2x5. Views that transpose see 5x2.
+    dihedrals = np.arange(8)
+    swap = DIHEDRAL_BITS[dihedrals, 0].astype(bool)
+    logp = np.full((8, 2, s), -10.0)
+    for b in range(8):
+        h, w = (5, 2) if swap[b] else (2, 5)
+        logp[b, 0, h - 1] = logp[b, 1, w - 1] = 0.0
+    logp[3] = -10.0  # one confused view votes 3x3
+    logp[3, :, 2] = 0.0
+    sizes = size_votes(logp, dihedrals, np.zeros(8, dtype=np.int64))
+    expected = np.where(swap[:, None], [[5, 2]], [[2, 5]])
+    assert (sizes == expected).all()  # the confused view is outvoted, in its own frame
+    # two groups vote separately
+    both = size_votes(
+        np.concatenate([logp, logp[:, ::-1]]), np.tile(dihedrals, 2), np.repeat([0, 1], 8)
+    )
+    assert (both[:8] == expected).all() and (both[8:] == expected[:, ::-1]).all()
+
+
+def test_fixed_sizes_are_used_at_every_step():
+    from arcdiff.model.denoiser import Denoiser
+
+    torch.manual_seed(0)
+    model = Denoiser(num_tasks=1, max_size=6, d_model=32, n_heads=2, n_layers=1)
+    inputs = torch.randint(0, 10, (3, 6, 6))
+    zeros = torch.zeros(3, dtype=torch.long)
+    sizes = torch.tensor([[1, 6], [4, 2], [6, 6]])
+    out = sample(model, DiscreteDiffusion(), inputs, zeros, zeros, num_steps=3, sizes=sizes)
+    assert torch.equal(out.sizes, sizes)
+    assert ((out.tokens != 10).sum(dim=(1, 2)) == sizes.prod(1)).all()
+
+
+def test_demo_size_prior_names_the_lengths_the_demonstrations_obey():
+    def task(pairs):
+        demos = tuple(Pair(np.zeros(i, np.uint8), np.zeros(o, np.uint8)) for i, o in pairs)
+        return Task("t", demos, (), "test")
+
+    def argmax(prior):
+        return tuple(int(v) + 1 for v in prior.argmax(-1))
+
+    same = task([((2, 3), (2, 3)), ((4, 1), (4, 1))])
+    assert argmax(demo_size_prior(same, np.zeros((5, 2)), 10)) == (5, 2)
+    transposed = task([((2, 3), (3, 2)), ((4, 1), (1, 4))])
+    assert argmax(demo_size_prior(transposed, np.zeros((5, 2)), 10)) == (2, 5)
+    fixed = task([((2, 3), (3, 5)), ((4, 1), (3, 5)), ((6, 6), (3, 5))])
+    assert argmax(demo_size_prior(fixed, np.zeros((9, 9)), 10)) == (3, 5)
+    scaled = task([((2, 3), (6, 9)), ((1, 1), (3, 3))])  # three times the input
+    assert argmax(demo_size_prior(scaled, np.zeros((3, 2)), 10)) == (9, 6)
+    halved = task([((4, 6), (2, 3)), ((2, 2), (1, 1))])
+    assert argmax(demo_size_prior(halved, np.zeros((8, 4)), 10)) == (4, 2)
+    # a prior, not a rule: every length keeps some mass, and it is a distribution
+    prior = np.exp(demo_size_prior(fixed, np.zeros((9, 9)), 10))
+    assert np.allclose(prior.sum(-1), 1.0) and (prior > 0).all()
+    # no rule fits (outputs vary with nothing the rules know), or the named length is off the
+    # canvas: a flat prior
+    free = task([((2, 2), (1, 5)), ((2, 2), (4, 2))])
+    assert np.allclose(demo_size_prior(free, np.zeros((2, 2)), 10), np.log(0.1))
+    assert np.allclose(demo_size_prior(scaled, np.zeros((5, 5)), 10), np.log(0.1))
+
+
+def test_the_demo_prior_overrules_views_that_agree_on_a_wrong_size():
+    s = 6
+    dihedrals = np.zeros(4, dtype=np.int64)
+    logp = np.log(np.full((4, 2, s), 0.02))
+    logp[:, :, 2] = np.log(0.9)  # every view says 3x3
+    prior = np.log(np.full((1, 2, s), 0.01))
+    prior[0, 0, 2], prior[0, 1, 4] = np.log(0.95), np.log(0.95)  # the demonstrations say 3x5
+    groups = np.zeros(4, dtype=np.int64)
+    assert (size_votes(logp, dihedrals, groups) == [3, 3]).all()
+    assert (size_votes(logp, dihedrals, groups, prior) == [3, 5]).all()

@@ -37,6 +37,8 @@ class EvalSettings:
     use_ema: bool = True
     batch_size: int = 256
     seed: int = 0
+    size_vote: bool = True
+    size_prior: bool = True
 
 
 def split_dirname(split: str) -> str:
@@ -129,6 +131,8 @@ def evaluate_run(
             device=device,
             progress=bar,
             crop=cfg.data.bucket_window > 1,
+            size_vote=settings.size_vote,
+            size_prior=settings.size_prior,
         )
     wall = time.monotonic() - start
     scores = score_split(predictions, tasks.tasks, tasks.solutions)
@@ -172,6 +176,8 @@ def quick_eval(cfg: Config, task_ids: list[str]) -> Callable[[Denoiser, int], di
             num_steps=min(8, diffusion.num_timesteps),
             maj=False,
             crop=cfg.data.bucket_window > 1,
+            size_vote=cfg.eval.size_vote,
+            size_prior=cfg.eval.size_prior,
         )
         summary = score_split(predictions, known, tasks.solutions)["summary"]
         return {"quick_pass2": summary["pass@2"], "quick_oracle": summary["oracle"]}

@@ -3,13 +3,15 @@
 Starting from pure noise on the whole canvas, the sampler visits N steps of the training grid
 (``sampling_steps``), noisiest first. At each step a first pass gives logits; with
 self-conditioning a second pass at the same step takes them as its self-conditioning input.
-The output size is the size head's argmax, re-read at every step; cells outside it are
-re-noised as in training. The sampler is given test *inputs* only.
+The output size is the size head's argmax, re-read at every step, or fixed in advance (the
+evaluator's size vote: every augmented view of a test input reads its size head once, at the
+noisiest step, and they agree on one size); cells outside it are re-noised as in training.
+The sampler is given test *inputs* only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +20,12 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import Tensor
 
-from arcdiff.data.augment import Augmentation, augment_canvases, sample_colour_perms
+from arcdiff.data.augment import (
+    DIHEDRAL_BITS,
+    Augmentation,
+    augment_canvases,
+    sample_colour_perms,
+)
 from arcdiff.data.encode import PAD, decode_grids, encode_grids
 from arcdiff.data.tasks import Grid, Task
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
@@ -59,27 +66,32 @@ def sample(
     argmax: bool = True,
     two_pass: bool = True,
     generator: torch.Generator | None = None,
+    sizes: Tensor | None = None,
 ) -> Samples:
     """Sample an output grid for each input canvas.
 
     inputs (B, S, S) tokens (PAD outside the grid), task (B,), dihedral (B,).
     ``argmax``: deterministic (each step feeds the x0 argmax forward); otherwise ancestral
     sampling of the posterior. ``two_pass``: second, self-conditioned pass at every step.
+    ``sizes`` (B, 2) as (h, w): fixed output sizes (e.g. agreed across augmentations by
+    :func:`size_votes`); None reads the size head at every step.
     """
     model.eval()
     b, s, _ = inputs.shape
     device = inputs.device
     x = diffusion.noise_like(torch.zeros_like(inputs), generator).to(device)
     steps = sampling_steps(diffusion.num_timesteps, num_steps).tolist()
+    fixed = None if sizes is None else sizes.to(device).clamp(1, s)
     for i, step in enumerate(steps):
         logsnr = diffusion.logsnr(torch.full((b,), step)).to(device)
         out = model(inputs, x, logsnr, task, dihedral)
-        sizes = out.size_logits.argmax(-1).clamp(max=s - 1) + 1  # (B, 2) as (h, w)
+        step_sizes = fixed if fixed is not None else out.size_logits.argmax(-1).clamp(max=s - 1) + 1
         if two_pass and model.self_condition:
-            valid = size_mask(sizes, s)
+            valid = size_mask(step_sizes, s)
             out = model(inputs, x, logsnr, task, dihedral, sc_logits=out.logits, valid=valid)
-            sizes = out.size_logits.argmax(-1).clamp(max=s - 1) + 1
-        valid = size_mask(sizes, s)
+            if fixed is None:
+                step_sizes = out.size_logits.argmax(-1).clamp(max=s - 1) + 1
+        valid = size_mask(step_sizes, s)
         next_step = steps[i + 1] if i + 1 < len(steps) else -1
         x = diffusion.reverse_step(
             x, out.logits, step, next_step, valid, argmax=argmax, generator=generator
@@ -96,7 +108,7 @@ def sample(
     )
     return Samples(
         tokens=torch.where(valid, x, PAD),
-        sizes=sizes,
+        sizes=step_sizes,
         confidence=confidence,
         runner_up=torch.where(valid, runner_up, PAD),
         runner_up_confidence=confidence + swapped / cells,
@@ -112,6 +124,85 @@ def canvas_side(task: Task, test_input: Grid, max_size: int) -> int:
     ratio = max(max(p.output.shape) / max(p.input.shape) for p in task.demos)
     grown = int(np.ceil(max(test_input.shape) * ratio))
     return min(max_size, max(demo_side, max(test_input.shape), grown))
+
+
+@torch.no_grad()
+def size_logprobs(
+    model: Denoiser, diffusion: DiscreteDiffusion, inputs: Tensor, task: Tensor, dihedral: Tensor
+) -> Tensor:
+    """(B, 2, S_max) log-probabilities of the output height and width, read once at the
+    noisiest sampling step (the output canvas is pure noise, as sampling starts)."""
+    model.eval()
+    first = int(sampling_steps(diffusion.num_timesteps, 1)[0])
+    noise = diffusion.noise_like(torch.zeros_like(inputs), torch.Generator().manual_seed(0))
+    logsnr = diffusion.logsnr(torch.full((inputs.shape[0],), first)).to(inputs.device)
+    out = model(inputs, noise.to(inputs.device), logsnr, task, dihedral)
+    return out.size_logits.float().log_softmax(-1)
+
+
+SIZE_RATIOS = ((1, 1), (2, 1), (3, 1), (1, 2), (1, 3))  # output length / input length
+
+
+def demo_size_prior(task: Task, test_input: Grid, max_size: int, floor: float = 0.05) -> np.ndarray:
+    """(2, S) log-prior of the test output's height and width from the demonstrations alone.
+
+    For each side, the rules every demonstration obeys are kept: a constant length, or the
+    input's height or width times 1, 2, 3, 1/2 or 1/3. Each kept rule names a length for the
+    test input; those lengths share ``1 - floor`` of the mass, every length keeps a share of
+    ``floor`` (so the size head can overrule the prior). No rule kept: a flat prior.
+    """
+    prior = np.full((2, max_size), floor / max_size)
+    for side in range(2):
+        named = []
+        outs = {p.output.shape[side] for p in task.demos}
+        if len(outs) == 1:
+            named.append(outs.pop())
+        for source in range(2):
+            for num, den in SIZE_RATIOS:
+                if all(
+                    p.output.shape[side] * den == p.input.shape[source] * num for p in task.demos
+                ):
+                    length, rest = divmod(test_input.shape[source] * num, den)
+                    if rest == 0:
+                        named.append(length)
+        named = [n for n in named if 1 <= n <= max_size]
+        if not named:
+            prior[side] = 1.0 / max_size
+            continue
+        for n in named:
+            prior[side, n - 1] += (1.0 - floor) / len(named)
+    return np.log(prior)
+
+
+def size_votes(
+    logp: np.ndarray, dihedrals: np.ndarray, groups: np.ndarray, prior: np.ndarray | None = None
+) -> np.ndarray:
+    """One size per group of augmented views of a test input.
+
+    logp (B, 2, S) per-view size log-probabilities, dihedrals (B,), groups (B,) group ids ->
+    (B, 2) sizes (h, w), each in its own view's frame. Log-probabilities are mapped back to
+    the original frame (height and width swap under a transposing transform), summed over the
+    group and argmaxed per side, so every view of a test input samples the same-shaped grid.
+    ``prior`` (G, 2, S): a log-prior per group in the original frame, added once per view (a
+    product of each view's posterior with the prior).
+    """
+    swap = DIHEDRAL_BITS[dihedrals, 0].astype(bool)
+    original = np.where(swap[:, None, None], logp[:, ::-1], logp)  # (B, 2, S)
+    if prior is not None:
+        original = original + prior[groups]
+    total = np.zeros((groups.max() + 1 if len(groups) else 0, *logp.shape[1:]))
+    np.add.at(total, groups, original)
+    agreed = total.argmax(-1)[groups] + 1  # (B, 2) in the original frame
+    return np.where(swap[:, None], agreed[:, ::-1], agreed)
+
+
+def _side_batches(sides: np.ndarray, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(canvas side, item indices) batches, each of one side."""
+    order = np.argsort(sides, kind="stable")
+    for side in np.unique(sides):
+        group = order[sides[order] == side]
+        for start in range(0, len(group), batch_size):
+            yield int(side), group[start : start + batch_size]
 
 
 @dataclass(frozen=True)
@@ -135,6 +226,8 @@ def predict_tasks(
     device: torch.device | None = None,
     progress: Progress | None = None,
     crop: bool = False,
+    size_vote: bool = True,
+    size_prior: bool = True,
 ) -> dict[str, list[TestPrediction]]:
     """Predict two attempts for every test input of ``tasks``.
 
@@ -144,7 +237,10 @@ def predict_tasks(
     sample whose two most likely decodings are the attempts. ``task_index`` maps task ids to
     the model's task embeddings. ``crop``: sample each test input on a canvas cropped to
     its task's grids (:func:`canvas_side`), batched by canvas side, as models trained with
-    size buckets expect.
+    size buckets expect. ``size_vote``: the views of a test input first agree on one output
+    size (:func:`size_votes`), then each samples its grid at that size; otherwise each view
+    reads its own size head at every step. ``size_prior`` (with the vote): the vote also
+    weighs :func:`demo_size_prior`, the lengths the demonstrations' size rules name.
     """
     device = device or next(model.parameters()).device
     rng = np.random.default_rng(seed)
@@ -174,34 +270,54 @@ def predict_tasks(
         ],
         dtype=np.int64,
     )
-    order = np.argsort(sides, kind="stable")  # batches of one canvas side each
+    k = 1 if not maj else num_augs
+    fixed = None
+    if size_vote:  # one forward pass per view, then one size per test input
+        logp = np.zeros((len(items), 2, s), dtype=np.float64)
+        for side, batch in _side_batches(sides, batch_size):
+            logp[batch] = (
+                size_logprobs(
+                    model,
+                    diffusion,
+                    torch.from_numpy(tokens[batch, :side, :side].astype(np.int64)).to(device),
+                    task_ids[batch].to(device),
+                    torch.from_numpy(dihedrals[batch]).to(device),
+                )
+                .cpu()
+                .numpy()
+            )
+        prior = None
+        if size_prior:
+            heads = items[::k]  # one item per test input, in group order
+            prior = np.stack(
+                [demo_size_prior(tasks[it.task], grids[i * k], s) for i, it in enumerate(heads)]
+            )
+        groups = np.arange(len(items)) // k
+        fixed = torch.from_numpy(size_votes(logp, dihedrals, groups, prior))
     decoded: list[tuple[Grid, float, Grid, float]] = [None] * len(items)  # type: ignore[list-item]
     job = progress.add_task("sample", total=len(items)) if progress else None
     generator = torch.Generator().manual_seed(seed)
-    for side in np.unique(sides):
-        group = order[sides[order] == side]
-        for start in range(0, len(group), batch_size):
-            batch = group[start : start + batch_size]
-            out = sample(
-                model,
-                diffusion,
-                torch.from_numpy(tokens[batch, :side, :side].astype(np.int64)).to(device),
-                task_ids[batch].to(device),
-                torch.from_numpy(dihedrals[batch]).to(device),
-                num_steps=num_steps,
-                generator=generator if device.type == "cpu" else None,
-            )
-            h_w = out.sizes.cpu().numpy()
-            best = decode_grids(out.tokens.cpu().numpy(), h_w)
-            second = decode_grids(out.runner_up.cpu().numpy(), h_w)
-            conf, conf2 = out.confidence.tolist(), out.runner_up_confidence.tolist()
-            for i, row in zip(batch, zip(best, conf, second, conf2, strict=True), strict=True):
-                decoded[i] = row
-            if progress is not None and job is not None:
-                progress.update(job, advance=len(batch))
+    for side, batch in _side_batches(sides, batch_size):
+        out = sample(
+            model,
+            diffusion,
+            torch.from_numpy(tokens[batch, :side, :side].astype(np.int64)).to(device),
+            task_ids[batch].to(device),
+            torch.from_numpy(dihedrals[batch]).to(device),
+            num_steps=num_steps,
+            generator=generator if device.type == "cpu" else None,
+            sizes=None if fixed is None else fixed[batch],
+        )
+        h_w = out.sizes.cpu().numpy()
+        best = decode_grids(out.tokens.cpu().numpy(), h_w)
+        second = decode_grids(out.runner_up.cpu().numpy(), h_w)
+        conf, conf2 = out.confidence.tolist(), out.runner_up_confidence.tolist()
+        for i, row in zip(batch, zip(best, conf, second, conf2, strict=True), strict=True):
+            decoded[i] = row
+        if progress is not None and job is not None:
+            progress.update(job, advance=len(batch))
 
     predictions: dict[str, list[TestPrediction]] = {t.id: [] for t in tasks}
-    k = 1 if not maj else num_augs
     for start in range(0, len(items), k):
         group = items[start : start + k]
         inverses = [it.aug.inverse() for it in group]
