@@ -202,9 +202,8 @@ def train_image_model(
     data = load_data(cfg)
     args = model_args(cfg, data)
     model = UNet(**args).to(device)
-    run = Run(cfg, model, copy.deepcopy(model).requires_grad_(False), make_diffusion(cfg), [], 0)
-    run.class_names = data.class_names
-    run.diffusion.to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    run = Run(cfg, model, ema, make_diffusion(cfg).to(device), data.class_names, step=0)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
