@@ -639,6 +639,7 @@ def score_adapted(
     diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
     shared = {"num_steps": cfg.eval.num_steps, "batch_size": cfg.eval.batch_size}
     shared |= {"seed": cfg.eval.seed, "device": device, "crop": cfg.data.bucket_window > 1}
+    shared |= {"size_vote": cfg.eval.size_vote, "size_prior": cfg.eval.size_prior}
     demo_tasks, demo_truths = demonstration_split(tasks.tasks)
     start = time.monotonic()
     bar = progress_bar("sample", console, progress, info=False)
@@ -658,7 +659,8 @@ def score_adapted(
 
 
 def _write_scores(out_dir: Path, result: ModeResult, test: dict, demos: dict, cfg: Config) -> None:
-    settings = {k: getattr(cfg.eval, k) for k in ("num_steps", "maj", "num_augs", "seed")}
+    keys = ("num_steps", "maj", "num_augs", "seed", "size_vote", "size_prior")
+    settings = {k: getattr(cfg.eval, k) for k in keys}
     write_json(
         out_dir / "scores.json",
         {
