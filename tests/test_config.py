@@ -14,7 +14,7 @@ from arcdiff.config import (
 )
 from arcdiff.errors import ConfigError
 
-PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.json") if not p.stem.startswith("image_"))
 
 
 def write(tmp_path, payload, name="cfg.json"):
