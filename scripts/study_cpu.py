@@ -32,6 +32,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import orjson  # noqa: E402
+from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from arcdiff.config import load_config  # noqa: E402
@@ -82,7 +83,8 @@ COLUMNS = (
     ("pass@2", "pass@2", "{:.1%}"),
     ("oracle", "oracle", "{:.1%}"),
     ("size acc", "size_accuracy", "{:.1%}"),
-    ("cell acc", "cell_accuracy_same_shape", "{:.1%}"),
+    ("cell acc", "cell_accuracy", "{:.1%}"),
+    ("same-shape cell", "cell_accuracy_same_shape", "{:.1%}"),
     ("copy", "copy_baseline_same_shape", "{:.1%}"),
     ("solved", "tasks_solved", "{:d}"),
     ("train s", "train_s", "{:.0f}"),
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except ArcdiffError as e:
         err_console.print(f"error: {e}")
         return 1
-    console.print(table(rows, described))
+    Console(width=max(console.width, 150)).print(table(rows, described))
     payload = {"base": args.base, "budget": described, "extra": args.set, "rows": rows}
     (args.out / "study.json").write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
     plot_curves(rows, args.out / "curves.png")
