@@ -74,7 +74,10 @@ def test_evaluate_with_the_adapter_reproduces_its_scores(adapted, runner):
     assert result.exit_code == 0, result.output
     shared = base / "lora" / "shared"
     scores = orjson.loads((shared / "eval" / "aa1_train" / "scores.json").read_bytes())
-    at_adaptation = orjson.loads((shared / "scores.json").read_bytes())["test"]
+    recorded = orjson.loads((shared / "scores.json").read_bytes())
+    at_adaptation = recorded["test"]
+    # demonstration pairs are scored without the size prior, which would read their outputs
+    assert recorded["settings"]["demos"]["size_prior"] is False
     assert scores["per_task"] == at_adaptation["per_task"] and sorted(scores["per_task"]) == [
         KNOWN,
         NEW,

@@ -652,7 +652,9 @@ def score_adapted(
             progress=bar,
             **shared,
         )
-        demos = adapted.predict(diffusion, demo_tasks, maj=False, progress=bar, **shared)
+        # the demonstration prior would read each pair's own output: off for the fit measure
+        demo_settings = shared | {"size_prior": False}
+        demos = adapted.predict(diffusion, demo_tasks, maj=False, progress=bar, **demo_settings)
     wall = time.monotonic() - start
     test_scores = score_split(test, tasks.tasks, tasks.solutions)  # the only read of test outputs
     return test_scores, score_split(demos, demo_tasks, demo_truths), wall
@@ -667,7 +669,10 @@ def _write_scores(out_dir: Path, result: ModeResult, test: dict, demos: dict, cf
             "result": dataclasses.asdict(result),
             "test": test,
             "demos": demos,
-            "settings": {"test": settings, "demos": {**settings, "maj": False, "num_augs": 1}},
+            "settings": {
+                "test": settings,
+                "demos": {**settings, "maj": False, "num_augs": 1, "size_prior": False},
+            },
         },
     )
 
