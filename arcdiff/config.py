@@ -271,21 +271,32 @@ def _build_section(cls: type, raw: Any, section: str, where: str) -> Any:
         raise ConfigError(f"{where}: {e}") from None
 
 
-def config_from_dict(raw: Any, where: str = "<config>") -> Config:
-    """Build a Config from a parsed JSON object; ``where`` names the source in errors."""
+def build_sections(
+    raw: Any, sections: typing.Mapping[str, type], where: str
+) -> tuple[str | None, dict[str, Any]]:
+    """A parsed JSON config object -> (its name or None, {section: built dataclass}).
+
+    Shared by every config family (the ARC config here, the image track's): unknown keys and
+    mistyped values are ConfigErrors naming the key and ``where``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a config must be a JSON object")
-    sections: dict[str, Any] = {}
+    built: dict[str, Any] = {}
     for key, value in raw.items():
         if key == "name":
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{where}: 'name' must be a non-empty string")
             continue
-        if key not in SECTIONS:
-            known = ["name", *SECTIONS]
+        if key not in sections:
+            known = ["name", *sections]
             raise ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, known)}")
-        sections[key] = _build_section(SECTIONS[key], value, key, where)
-    return Config(name=raw.get("name", "arcdiff"), **sections)
+        built[key] = _build_section(sections[key], value, key, where)
+    return raw.get("name"), built
+
+
+def config_from_dict(raw: Any, where: str = "<config>") -> Config:
+    """Build a Config from a parsed JSON object; ``where`` names the source in errors."""
+    name, sections = build_sections(raw, SECTIONS, where)
+    return Config(name=name or "arcdiff", **sections)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -338,13 +349,16 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
-def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
+def override_sections(
+    cfg: Any, sections: typing.Mapping[str, type], overrides: typing.Sequence[str]
+) -> Any:
+    """Apply ``section.key=value`` overrides to a frozen config of ``sections``."""
     for text in overrides:
         section, name, value = parse_override(text)
         where = f"--set {text}"
-        if section == "name" or section not in SECTIONS:
+        if section == "name" or section not in sections:
             raise ConfigError(
-                f"{where}: unknown section '{section}'{_did_you_mean(section, SECTIONS)}"
+                f"{where}: unknown section '{section}'{_did_you_mean(section, sections)}"
             )
         current = getattr(cfg, section)
         merged = {f.name: getattr(current, f.name) for f in fields(current)}
@@ -353,8 +367,12 @@ def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
                 f"{where}: unknown key '{section}.{name}'{_did_you_mean(name, merged)}"
             )
         merged[name] = value
-        cfg = replace(cfg, **{section: _build_section(SECTIONS[section], merged, section, where)})
+        cfg = replace(cfg, **{section: _build_section(sections[section], merged, section, where)})
     return cfg
+
+
+def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
+    return override_sections(cfg, SECTIONS, overrides)
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -9,13 +9,13 @@ section.key=value`` overrides any field.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from arcdiff.config import PRESET_DIR, _build_section, _check, _did_you_mean, parse_override
+from arcdiff.config import PRESET_DIR, _check, build_sections, override_sections
 from arcdiff.errors import ConfigError
 from arcdiff.image.images import IMAGE_DATASETS
 
@@ -171,20 +171,8 @@ SECTIONS: dict[str, type] = {
 
 
 def image_config_from_dict(raw: Any, where: str = "<config>") -> ImageConfig:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: a config must be a JSON object")
-    sections: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key == "name":
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{where}: 'name' must be a non-empty string")
-            continue
-        if key not in SECTIONS:
-            raise ConfigError(
-                f"{where}: unknown key '{key}'{_did_you_mean(key, ['name', *SECTIONS])}"
-            )
-        sections[key] = _build_section(SECTIONS[key], value, key, where)
-    return check_consistent(ImageConfig(name=raw.get("name", "image"), **sections), where)
+    name, sections = build_sections(raw, SECTIONS, where)
+    return check_consistent(ImageConfig(name=name or "image", **sections), where)
 
 
 def load_image_config(name_or_path: str | Path, overrides: list[str] | tuple = ()) -> ImageConfig:
@@ -209,17 +197,4 @@ def load_image_config(name_or_path: str | Path, overrides: list[str] | tuple = (
 
 
 def apply_image_overrides(cfg: ImageConfig, overrides: list[str] | tuple = ()) -> ImageConfig:
-    for text in overrides:
-        section, key, value = parse_override(text)
-        where = f"--set {text}"
-        if section not in SECTIONS:
-            raise ConfigError(
-                f"{where}: unknown section '{section}'{_did_you_mean(section, SECTIONS)}"
-            )
-        current = getattr(cfg, section)
-        merged = {f.name: getattr(current, f.name) for f in fields(current)}
-        if key not in merged:
-            raise ConfigError(f"{where}: unknown key '{section}.{key}'{_did_you_mean(key, merged)}")
-        merged[key] = value
-        cfg = replace(cfg, **{section: _build_section(SECTIONS[section], merged, section, where)})
-    return check_consistent(cfg, "--set")
+    return check_consistent(override_sections(cfg, SECTIONS, overrides), "--set")
