@@ -181,7 +181,8 @@ def evaluate_command(
     set_: SetOpt = None,
     adapter: AdapterOpt = None,
 ) -> None:
-    """Sample, vote and score a run; writes eval/<split>/{predictions,submission,scores}.json."""
+    """Sample, vote and score a run; writes eval/<split>/{predictions,submission,scores}.json
+    (eval/<split>@<checkpoint>/ for a checkpoint other than final)."""
     import torch
 
     from arcdiff.eval.evaluate import evaluate_run, latest_run

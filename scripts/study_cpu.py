@@ -54,6 +54,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     ),
     "steps16": (["eval.num_steps=16"], "16 sampling steps instead of 32"),
     "steps8": (["eval.num_steps=8"], "8 sampling steps instead of 32"),
+    "augs16_steps16": (
+        ["eval.num_augs=16", "eval.num_steps=16"],
+        "16 views x 16 steps: twice the votes for the sampling cost of 8 x 32",
+    ),
     "deep_narrow": (
         ["model.d_model=96", "model.n_heads=4", "model.n_layers=7"],
         "depth for width at about equal FLOPs",

@@ -38,6 +38,7 @@ def test_pipeline_trains_evaluates_and_reports(pipeline_run):
 
 def test_evaluate_options_and_stats(runner, pipeline_run):
     out, _ = pipeline_run
+    final = {p.name: p.read_bytes() for p in (out / "eval" / "aa1_train").iterdir()}
     result = runner.invoke(
         app,
         [
@@ -56,7 +57,9 @@ def test_evaluate_options_and_stats(runner, pipeline_run):
         ],
     )
     assert result.exit_code == 0, result.output
-    scores = orjson.loads((out / "eval" / "aa1_train" / "scores.json").read_bytes())
+    # another checkpoint's scores go beside the final ones, which stay as they were
+    assert {p.name: p.read_bytes() for p in (out / "eval" / "aa1_train").iterdir()} == final
+    scores = orjson.loads((out / "eval" / "aa1_train@best" / "scores.json").read_bytes())
     settings = scores["settings"]
     assert (settings["maj"], settings["num_augs"], settings["checkpoint"]) == (False, 1, "best")
     assert settings["use_ema"] is False and scores["summary"]["tasks"] == 2

@@ -46,6 +46,13 @@ def split_dirname(split: str) -> str:
     return Path(split.rstrip("/")).name.replace(":", "_") or "split"
 
 
+def eval_dirname(split: str, checkpoint: str = "final") -> str:
+    """Where one evaluation is written under ``eval/``: the split's name, with ``@checkpoint``
+    for any checkpoint but ``final``, so scoring a snapshot never overwrites the final scores."""
+    name = split_dirname(split)
+    return name if checkpoint == "final" else f"{name}@{checkpoint}"
+
+
 def latest_run(outputs: Path = Path("outputs")) -> Path:
     """The run directory under ``outputs`` whose newest checkpoint is the most recent."""
     newest: tuple[float, Path] | None = None
@@ -145,7 +152,7 @@ def evaluate_run(
         "step": state["step"],
         "adapter": adapter,
     }
-    out = out_root / "eval" / split_dirname(settings.split)
+    out = out_root / "eval" / eval_dirname(settings.split, settings.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "predictions.json", predictions_json(predictions))
     _write_json(out / "submission.json", submission(predictions))
