@@ -37,7 +37,7 @@ from rich.table import Table  # noqa: E402
 
 from arcdiff.config import load_config  # noqa: E402
 from arcdiff.errors import ArcdiffError  # noqa: E402
-from arcdiff.eval.evaluate import EvalSettings, evaluate_run  # noqa: E402
+from arcdiff.eval.evaluate import EvalSettings, evaluate_run, split_dirname  # noqa: E402
 from arcdiff.terminal import console, err_console  # noqa: E402
 from arcdiff.train.logging import read_metrics  # noqa: E402
 from arcdiff.train.trainer import train  # noqa: E402
@@ -148,7 +148,9 @@ def run_variant(
             size_prior=cfg.eval.size_prior,
         )
         start = time.monotonic()
-        scores = evaluate_run(trained, settings, console=console, progress=progress)
+        # an evaluation-only variant scores the base run into eval/<split>~<variant>/
+        tag = f"{split_dirname(settings.split)}~{name}" if eval_only(name) else None
+        scores = evaluate_run(trained, settings, console=console, progress=progress, out_name=tag)
         record = {"summary": scores["summary"], "eval_s": time.monotonic() - start}
         row_path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
     record = orjson.loads(row_path.read_bytes())

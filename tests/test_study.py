@@ -39,6 +39,9 @@ def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path):
     # an evaluation-only variant evaluates the base variant's training
     assert rows["steps8"]["trained"] == "base" and rows["steps8"]["steps"] == rows["base"]["steps"]
     assert not (out / "steps8").exists() and (out / "no_self_cond" / "checkpoints").is_dir()
+    # ... into a folder of its own, beside the base variant's predictions
+    evals = sorted(p.name for p in (out / "base" / "eval").iterdir())
+    assert evals == ["aa1_train", "aa1_train~steps8"]
     assert (out / "curves.png").stat().st_size > 1000
     assert "CPU study" in result.stdout and "no_self_cond" in result.stdout
     # a rerun reuses every finished training and evaluation

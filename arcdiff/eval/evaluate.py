@@ -79,11 +79,13 @@ def evaluate_run(
     device: torch.device | None = None,
     console: Console | None = None,
     progress: bool = True,
+    out_name: str | None = None,
 ) -> dict[str, Any]:
     """Predict, vote and score one split of a run; returns and writes scores.json.
 
     ``adapter`` names a LoRA adapter of the run (``RUN/lora/NAME``): the base model with it,
-    scored into the adapter's own ``eval/``; the base run's files stay as they are."""
+    scored into the adapter's own ``eval/``; the base run's files stay as they are.
+    ``out_name``: the folder under ``eval/`` (default :func:`eval_dirname`)."""
     device = device or select_device()
     if adapter is None:
         path = run_dir / "checkpoints" / f"{settings.checkpoint}.pt"
@@ -152,7 +154,7 @@ def evaluate_run(
         "step": state["step"],
         "adapter": adapter,
     }
-    out = out_root / "eval" / eval_dirname(settings.split, settings.checkpoint)
+    out = out_root / "eval" / (out_name or eval_dirname(settings.split, settings.checkpoint))
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "predictions.json", predictions_json(predictions))
     _write_json(out / "submission.json", submission(predictions))
