@@ -11,8 +11,9 @@ size-correct candidates beside the copy-the-input baseline, and wall times.
 
 Writes ``<out>/study.json`` (rows + the exact overrides), ``<out>/curves.png`` (training loss
 against minutes and against steps) and one run directory per trained variant; prints a rich
-table. Variants that change only the evaluation (sampling steps, EMA) evaluate the base
-variant's run. Finished trainings and evaluations are reused, so an interrupted study resumes
+table. Variants that change only the evaluation (sampling steps, EMA) evaluate the run of the
+variant with the same training (``base``, or ``no_self_cond`` for ``no_self_cond_steps16``).
+Finished trainings and evaluations are reused, so an interrupted study resumes
 (an interrupted training restarts).
 
     python scripts/study_cpu.py --minutes 15 --variants base,no_input_colour,absorbing
@@ -54,6 +55,14 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     ),
     "steps16": (["eval.num_steps=16"], "16 sampling steps instead of 32"),
     "steps8": (["eval.num_steps=8"], "8 sampling steps instead of 32"),
+    "no_self_cond_steps16": (
+        ["model.self_condition=false", "train.self_cond_prob=0.0", "eval.num_steps=16"],
+        "no self-conditioning, 16 sampling steps (no_self_cond's training)",
+    ),
+    "absorbing_steps16": (
+        ['diffusion.kernel="absorbing"', "eval.num_steps=16"],
+        "absorbing kernel, 16 sampling steps (absorbing's training)",
+    ),
     "augs16_steps16": (
         ["eval.num_augs=16", "eval.num_steps=16"],
         "16 views x 16 steps: twice the votes for the sampling cost of 8 x 32",
@@ -96,10 +105,18 @@ COLUMNS = (
 )
 
 
+def trained_by(name: str) -> str:
+    """The variant whose training ``name`` reuses: the one with the same non-``eval.``
+    overrides (``base`` for a variant that changes only the evaluation); itself otherwise."""
+    training = [o for o in VARIANTS[name][0] if not o.startswith("eval.")]
+    if training == VARIANTS[name][0]:
+        return name
+    return next((v for v, (o, _) in VARIANTS.items() if o == training), name)
+
+
 def eval_only(name: str) -> bool:
-    """A variant that changes only the evaluation reuses the base variant's training."""
-    overrides = VARIANTS[name][0]
-    return bool(overrides) and all(o.startswith("eval.") for o in overrides)
+    """A variant that changes only the evaluation of another variant reuses its training."""
+    return trained_by(name) != name
 
 
 def train_variant(cfg: Any, run_dir: Path, progress: bool) -> tuple[int, float]:
@@ -127,10 +144,13 @@ def run_variant(
     """Train one variant on ``budget`` (or reuse its training) and evaluate it."""
     overrides, _ = VARIANTS[name]
     cfg = load_config(base, [*extra, *overrides, *budget, "train.quick_eval_every=0"])
-    trained = out / ("base" if eval_only(name) else name)
+    trained = out / trained_by(name)
     if eval_only(name):
-        base_cfg = load_config(base, [*extra, *budget, "train.quick_eval_every=0"])
-        steps, train_s = train_variant(base_cfg, trained, progress)
+        train_overrides = VARIANTS[trained_by(name)][0]
+        train_cfg = load_config(
+            base, [*extra, *train_overrides, *budget, "train.quick_eval_every=0"]
+        )
+        steps, train_s = train_variant(train_cfg, trained, progress)
     else:
         steps, train_s = train_variant(cfg, trained, progress)
     row_path = out / f"{name}.json"

@@ -26,12 +26,13 @@ def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path):
     )
     sets = [f"--set={s}" for s in extra]
     out = tmp_path / "study"
-    args = ["--steps", "4", "--variants", "base,steps8,no_self_cond", "--out", str(out)]
+    variants = "base,steps8,no_self_cond,no_self_cond_steps16"
+    args = ["--steps", "4", "--variants", variants, "--out", str(out)]
     result = study(*args, *sets, "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = orjson.loads((out / "study.json").read_bytes())
     rows = {row["variant"]: row for row in payload["rows"]}
-    assert set(rows) == {"base", "steps8", "no_self_cond"}
+    assert set(rows) == {"base", "steps8", "no_self_cond", "no_self_cond_steps16"}
     for row in rows.values():
         assert row["steps"] == 4 and row["tasks"] == 6
         assert 0.0 <= row["pass@2"] <= row["oracle"] <= 1.0
@@ -42,6 +43,10 @@ def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path):
     # ... into a folder of its own, beside the base variant's predictions
     evals = sorted(p.name for p in (out / "base" / "eval").iterdir())
     assert evals == ["aa1_train", "aa1_train~steps8"]
+    # an evaluation-only variant of another variant reuses that variant's training
+    assert rows["no_self_cond_steps16"]["trained"] == "no_self_cond"
+    assert not (out / "no_self_cond_steps16").exists()
+    assert (out / "no_self_cond" / "eval" / "aa1_train~no_self_cond_steps16").is_dir()
     assert (out / "curves.png").stat().st_size > 1000
     assert "CPU study" in result.stdout and "no_self_cond" in result.stdout
     # a rerun reuses every finished training and evaluation
