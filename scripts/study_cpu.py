@@ -202,8 +202,9 @@ def table(rows: list[dict[str, Any]], budget: str) -> Table:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, window: int = 25) -> None:
+    """Training loss of each trained variant (evaluation-only variants share their curve)."""
     fig, (by_time, by_step) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for row in rows:
+    for row in (r for r in rows if r["trained"] == r["variant"]):
         steps, minutes, loss = zip(*row["curve"], strict=True) if row["curve"] else ([], [], [])
         smooth = [
             sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1])
