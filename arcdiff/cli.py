@@ -110,19 +110,7 @@ def _eval_settings(cfg: Config, **given: Any) -> Any:
     """EvalSettings from the config's eval section, with the options the user gave on top."""
     from arcdiff.eval.evaluate import EvalSettings
 
-    base = {
-        "split": cfg.eval.split,
-        "num_steps": cfg.eval.num_steps,
-        "maj": cfg.eval.maj,
-        "num_augs": cfg.eval.num_augs,
-        "limit": cfg.eval.limit,
-        "use_ema": cfg.eval.use_ema,
-        "batch_size": cfg.eval.batch_size,
-        "seed": cfg.eval.seed,
-        "size_vote": cfg.eval.size_vote,
-        "size_prior": cfg.eval.size_prior,
-    }
-    return EvalSettings(**{**base, **{k: v for k, v in given.items() if v is not None}})
+    return EvalSettings.from_config(cfg, **given)
 
 
 def _show_scores(scores: dict[str, Any], stats: bool) -> None:

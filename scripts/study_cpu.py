@@ -114,11 +114,6 @@ def trained_by(name: str) -> str:
     return next((v for v, (o, _) in VARIANTS.items() if o == training), name)
 
 
-def eval_only(name: str) -> bool:
-    """A variant that changes only the evaluation of another variant reuses its training."""
-    return trained_by(name) != name
-
-
 def train_variant(cfg: Any, run_dir: Path, progress: bool) -> tuple[int, float]:
     """Train (or, for a finished run, reuse) one variant; returns (steps, seconds)."""
     done = run_dir / "study_train.json"
@@ -143,33 +138,20 @@ def run_variant(
 ) -> dict[str, Any]:
     """Train one variant on ``budget`` (or reuse its training) and evaluate it."""
     overrides, _ = VARIANTS[name]
-    cfg = load_config(base, [*extra, *overrides, *budget, "train.quick_eval_every=0"])
-    trained = out / trained_by(name)
-    if eval_only(name):
-        train_overrides = VARIANTS[trained_by(name)][0]
-        train_cfg = load_config(
-            base, [*extra, *train_overrides, *budget, "train.quick_eval_every=0"]
-        )
-        steps, train_s = train_variant(train_cfg, trained, progress)
-    else:
-        steps, train_s = train_variant(cfg, trained, progress)
+    common = [*budget, "train.quick_eval_every=0"]
+    cfg = load_config(base, [*extra, *overrides, *common])
+    source = trained_by(name)  # an evaluation-only variant reuses that variant's training
+    train_cfg = (
+        cfg if source == name else load_config(base, [*extra, *VARIANTS[source][0], *common])
+    )
+    trained = out / source
+    steps, train_s = train_variant(train_cfg, trained, progress)
     row_path = out / f"{name}.json"
     if not row_path.exists():
-        settings = EvalSettings(
-            split=cfg.eval.split,
-            num_steps=cfg.eval.num_steps,
-            maj=cfg.eval.maj,
-            num_augs=cfg.eval.num_augs,
-            limit=cfg.eval.limit,
-            use_ema=cfg.eval.use_ema,
-            batch_size=cfg.eval.batch_size,
-            seed=cfg.eval.seed,
-            size_vote=cfg.eval.size_vote,
-            size_prior=cfg.eval.size_prior,
-        )
+        settings = EvalSettings.from_config(cfg)
         start = time.monotonic()
-        # an evaluation-only variant scores the base run into eval/<split>~<variant>/
-        tag = f"{split_dirname(settings.split)}~{name}" if eval_only(name) else None
+        # an evaluation-only variant scores the run it shares into eval/<split>~<variant>/
+        tag = f"{split_dirname(settings.split)}~{name}" if source != name else None
         scores = evaluate_run(trained, settings, console=console, progress=progress, out_name=tag)
         record = {"summary": scores["summary"], "eval_s": time.monotonic() - start}
         row_path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))

@@ -40,6 +40,14 @@ class EvalSettings:
     size_vote: bool = True
     size_prior: bool = True
 
+    @classmethod
+    def from_config(cls, cfg: Config, **given: Any) -> EvalSettings:
+        """The config's eval section, with the options given (not None) on top."""
+        fields = ("split", "num_steps", "maj", "num_augs", "limit", "use_ema", "batch_size")
+        fields += ("seed", "size_vote", "size_prior")
+        base = {name: getattr(cfg.eval, name) for name in fields}
+        return cls(**{**base, **{k: v for k, v in given.items() if v is not None}})
+
 
 def split_dirname(split: str) -> str:
     """'aa1:eval' -> 'aa1_eval'; a path -> its last component."""
