@@ -18,6 +18,10 @@ BAD_FIXTURES = [
     ("empty_row", "train[0].input", "empty rows"),
     ("string_colour", "train[0].input", "'3' is not an integer colour"),
     ("float_colour", "train[0].input", "1.5 is not an integer colour"),
+    ("float_whole_colour", "test[0].input", "cell [0][0] = 1.0 is not an integer colour"),
+    # JSON true/false: bool is an int in Python, but not a colour
+    ("bool_colour", "train[0].input", "cell [1][1] = True is not an integer colour"),
+    ("bool_grid", "train[0].output", "cell [0][0] = True is not an integer colour"),
     ("grid_not_list", "train[0].input", "must be a list of rows"),
     ("no_demonstrations", "train", ">= 1 demonstration pair"),
     ("no_test", "test", ">= 1 test input"),
@@ -146,6 +150,11 @@ def test_missing_source_and_unknown_split():
         ([[0] * 31], False),
         ([[0]] * 31, False),
         ([[True]], False),
+        ([[True, False], [False, True]], False),
+        ([[0, 1], [2, True]], False),
+        ([[False, 3]], False),
+        ([[1.0]], False),
+        ([[2, 1.0]], False),
         ([[1, None]], False),
         ([[[1]]], False),
         ({"a": 1}, False),
@@ -154,3 +163,8 @@ def test_missing_source_and_unknown_split():
 def test_check_grid(value, ok):
     grid, error = check_grid(value)
     assert (grid is not None, error is None) == (ok, ok)
+
+
+def test_a_bool_cell_is_named_with_its_position():
+    assert check_grid([[0, 1], [2, True]])[1] == "cell [1][1] = True is not an integer colour"
+    assert check_grid([[False, 3]])[1] == "cell [0][0] = False is not an integer colour"

@@ -141,21 +141,15 @@ def check_grid(value: Any) -> tuple[Grid | None, str | None]:
         return None, "has empty rows (a grid needs 1..30 columns)"
     if width > MAX_SIDE:
         return None, f"has {width} columns (at most {MAX_SIDE})"
-    try:
-        arr = np.array(value)
-    except (ValueError, TypeError, OverflowError):
-        return None, "holds values that are not integers"
-    if arr.ndim != 2 or arr.dtype.kind not in "iu":
-        for r, row in enumerate(value):
-            for c, cell in enumerate(row):
-                if isinstance(cell, bool) or not isinstance(cell, int):
-                    return None, f"cell [{r}][{c}] = {cell!r} is not an integer colour"
-        return None, "holds values that are not integers"
-    bad = np.argwhere((arr < 0) | (arr >= NUM_COLOURS))
-    if len(bad):
-        r, c = bad[0]
-        return None, f"cell [{r}][{c}] = {arr[r, c]} is not a colour 0..{NUM_COLOURS - 1}"
-    grid = arr.astype(np.uint8)
+    # Every cell is looked at in Python: numpy folds JSON true/false into an int array when the
+    # grid also holds ints (bool is an int subclass), and 1.0 == 1 passes a value check.
+    for r, row in enumerate(value):
+        for c, cell in enumerate(row):
+            if type(cell) is not int:
+                return None, f"cell [{r}][{c}] = {cell!r} is not an integer colour"
+            if not 0 <= cell < NUM_COLOURS:
+                return None, f"cell [{r}][{c}] = {cell} is not a colour 0..{NUM_COLOURS - 1}"
+    grid = np.array(value, dtype=np.uint8)
     grid.flags.writeable = False
     return grid, None
 
