@@ -448,14 +448,18 @@ def data_show(
         bool, typer.Option(help="Also draw the test outputs, where the source has them.")
     ] = False,
 ) -> None:
-    """Draw a task's pairs in the ARC colour palette."""
-    from arcdiff.data.inspect import task_table
+    """Draw a task's pairs in the ARC colour palette (digits when piped or on 16 colours)."""
+    from arcdiff.data.inspect import task_table, task_text
     from arcdiff.data.tasks import load_tasks
 
     source, task_id = split_task_ref(ref)
     tasks = load_tasks(source, ids=[task_id])
     task = tasks[task_id]
-    console.print(task_table(task, tasks.solutions[task_id] if answers else None))
+    outputs = tasks.solutions[task_id] if answers else None
+    if console.is_terminal:
+        console.print(task_table(task, outputs))
+    else:
+        console.out(task_text(task, outputs), end="")
 
 
 def main() -> None:

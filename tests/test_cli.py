@@ -1,11 +1,17 @@
+import io
 import subprocess
 import sys
 
+import numpy as np
 import orjson
 import pytest
+from rich.color import ColorSystem
+from rich.console import Console
 
 from arcdiff.cli import app
 from arcdiff.config import load_config
+from arcdiff.data.inspect import GridDrawing, task_table
+from arcdiff.data.tasks import load_tasks
 from tests.test_tasks import BAD_FIXTURES
 
 BAD_STEMS = [stem for stem, _, _ in BAD_FIXTURES] + ["malformed_json"]
@@ -86,6 +92,73 @@ def test_show_draws_a_task(runner):
     assert "3x3 -> ?" in result.stdout  # test outputs are hidden unless asked for
     shown = runner.invoke(app, ["data", "show", "aa1:train/007bbfb7", "--answers"])
     assert "3x3 -> 9x9" in shown.stdout and "-> ?" not in shown.stdout
+
+
+def test_show_piped_prints_digits_row_by_row(runner):
+    # CliRunner's stdout is not a terminal, like `arcdiff data show ... > file`
+    result = runner.invoke(app, ["data", "show", "aa1:train/007bbfb7"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("task 007bbfb7  (aa1:train)\n\ntrain 0  3x3 -> 9x9\n")
+    assert (
+        "train 0  3x3 -> 9x9\ninput\n0 7 7\n7 7 7\n0 7 7\n"
+        "output\n0 0 0 0 7 7 0 7 7\n0 0 0 7 7 7 7 7 7\n0 0 0 0 7 7 0 7 7\n"
+    ) in result.stdout
+    assert result.stdout.endswith("test 0  3x3 -> ?\ninput\n7 0 7\n7 0 7\n7 7 0\noutput\n?\n")
+    assert "┃" not in result.stdout  # no table: a 30x30 grid would wrap at 80 columns
+    # every grid of the task, each row a line
+    answers = runner.invoke(app, ["data", "show", "aa1:train/007bbfb7", "--answers"]).stdout
+    tasks = load_tasks("aa1:train", ids=["007bbfb7"])
+    grids = [g for pair in tasks["007bbfb7"].demos for g in (pair.input, pair.output)]
+    grids += [tasks["007bbfb7"].test_inputs[0], tasks.solutions["007bbfb7"][0]]
+    for grid in grids:
+        assert "\n".join(" ".join(map(str, row)) for row in grid.tolist()) + "\n" in answers
+    assert "test 0  3x3 -> 9x9\ninput\n7 0 7\n" in answers
+    assert answers.endswith("7 7 0 7 7 0 0 0 0\n")
+
+
+ALL_COLOURS = np.arange(10, dtype=np.uint8).reshape(1, 10)
+COLOUR_SYSTEMS = {"standard": ColorSystem.STANDARD, "truecolor": ColorSystem.TRUECOLOR}
+
+
+def drawn_cells(color_system: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(text, background colour as the terminal gets it: its SGR codes) of each cell drawn."""
+    console = Console(file=io.StringIO(), color_system=color_system, force_terminal=True)
+    segments = [s for s in console.render(GridDrawing(ALL_COLOURS)) if s.text != "\n"]
+    system = COLOUR_SYSTEMS[color_system]
+    return [
+        (s.text, s.style.bgcolor.downgrade(system).get_ansi_codes(foreground=False))
+        for s in segments
+    ]
+
+
+def test_a_16_colour_terminal_draws_the_ten_colours_distinctly():
+    cells = drawn_cells("standard")
+    assert [text for text, _ in cells] == [f"{c} " for c in range(10)]
+    assert len(set(cells)) == 10
+    # why the digits: 16 colours make red 2 and orange 7 one colour
+    assert cells[2][1] == cells[7][1]
+
+
+def test_a_truecolor_terminal_draws_blocks():
+    cells = drawn_cells("truecolor")
+    assert [text for text, _ in cells] == ["  "] * 10
+    assert len({bg for _, bg in cells}) == 10
+
+
+@pytest.mark.parametrize(
+    "color_system, row",
+    [
+        ("standard", "│ train 0    │ 0 7 7  │ 0 0 0 0 7 7 0 7 7  │"),
+        ("truecolor", "│ train 0    │        │                    │"),
+    ],
+)
+def test_task_table_draws_digits_where_colours_are_few(color_system, row):
+    task = load_tasks("aa1:train", ids=["007bbfb7"])["007bbfb7"]
+    console = Console(
+        file=io.StringIO(), color_system=color_system, force_terminal=True, width=100, record=True
+    )
+    console.print(task_table(task))
+    assert console.export_text().splitlines()[4] == row
 
 
 def test_show_a_task_file_and_bad_references(runner, fixtures):

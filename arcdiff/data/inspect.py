@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -25,6 +26,15 @@ PALETTE = (
     "#7FDBFF",  # 8 sky
     "#870C25",  # 9 maroon
 )
+
+
+def _ink(colour: str) -> str:
+    """The digit colour readable on a palette colour: black on the light ones (BT.601 luma)."""
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 128 else "white"
+
+
+DIGIT_INK = tuple(_ink(colour) for colour in PALETTE)
 SIZE_BUCKETS = ((1, 5), (6, 10), (11, 15), (16, 20), (21, 25), (26, 30))
 
 
@@ -99,8 +109,12 @@ def problems_table(problems: list[Problem]) -> Table:
     return table
 
 
-def render_grid(grid: Grid | None) -> Text:
-    """A grid as coloured blocks (two characters a cell); '?' for an unknown grid."""
+def render_grid(grid: Grid | None, *, digits: bool = False) -> Text:
+    """A grid as coloured blocks (two characters a cell); '?' for an unknown grid.
+
+    ``digits`` writes each cell's colour number on its block, for consoles that cannot show
+    ten distinct colours (without colour, only the digits are left).
+    """
     if grid is None:
         return Text("?", style="bold")
     text = Text()
@@ -108,8 +122,36 @@ def render_grid(grid: Grid | None) -> Text:
         if r:
             text.append("\n")
         for cell in row:
-            text.append("  ", style=f"on {PALETTE[cell]}")
+            if digits:
+                text.append(f"{cell} ", style=f"{DIGIT_INK[cell]} on {PALETTE[cell]}")
+            else:
+                text.append("  ", style=f"on {PALETTE[cell]}")
     return text
+
+
+def shows_ten_colours(console: Console) -> bool:
+    """Whether the console can draw the palette as ten distinct colours.
+
+    16-colour terminals map red 2 and orange 7 to one colour (legacy Windows: yellow 4 and
+    orange 7), and a console writing to a file or pipe has no colour at all.
+    """
+    return console.color_system in ("256", "truecolor") and not console.no_color
+
+
+class GridDrawing:
+    """A grid that draws as blocks where the console shows ten colours, else as digits."""
+
+    def __init__(self, grid: Grid | None) -> None:
+        self.grid = grid
+
+    def _text(self, console: Console) -> Text:
+        return render_grid(self.grid, digits=not shows_ten_colours(console))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self._text(console)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self._text(console))
 
 
 def task_table(task: Task, test_outputs: tuple[Grid | None, ...] | None = None) -> Table:
@@ -120,18 +162,45 @@ def task_table(task: Task, test_outputs: tuple[Grid | None, ...] | None = None) 
     table.add_column("output")
     for i, pair in enumerate(task.demos):
         shapes = f"train {i}\n{_shape(pair.input)} -> {_shape(pair.output)}"
-        table.add_row(shapes, render_grid(pair.input), render_grid(pair.output))
+        table.add_row(shapes, GridDrawing(pair.input), GridDrawing(pair.output))
     for i, grid in enumerate(task.test_inputs):
         output = test_outputs[i] if test_outputs is not None else None
         out_shape = _shape(output) if output is not None else "?"
         table.add_row(
-            f"test {i}\n{_shape(grid)} -> {out_shape}", render_grid(grid), render_grid(output)
+            f"test {i}\n{_shape(grid)} -> {out_shape}", GridDrawing(grid), GridDrawing(output)
         )
     return table
+
+
+def task_text(task: Task, test_outputs: tuple[Grid | None, ...] | None = None) -> str:
+    """A task as plain text, one grid row a line of digits: for files and pipes.
+
+    Grids follow one another instead of side by side, so a 30x30 grid never wraps.
+    """
+    blocks = [f"task {task.id}  ({task.origin})"]
+    for i, pair in enumerate(task.demos):
+        blocks.append(
+            f"train {i}  {_shape(pair.input)} -> {_shape(pair.output)}\n"
+            f"input\n{_digits(pair.input)}\noutput\n{_digits(pair.output)}"
+        )
+    for i, grid in enumerate(task.test_inputs):
+        output = test_outputs[i] if test_outputs is not None else None
+        out_shape = _shape(output) if output is not None else "?"
+        blocks.append(
+            f"test {i}  {_shape(grid)} -> {out_shape}\n"
+            f"input\n{_digits(grid)}\noutput\n{_digits(output)}"
+        )
+    return "\n\n".join(blocks) + "\n"
+
+
+def _digits(grid: Grid | None) -> str:
+    if grid is None:
+        return "?"
+    return "\n".join(" ".join(str(cell) for cell in row) for row in grid.tolist())
 
 
 def _shape(grid: Grid) -> str:
     return f"{grid.shape[0]}x{grid.shape[1]}"
 
 
-assert len(PALETTE) == NUM_COLOURS and SIZE_BUCKETS[-1][1] == MAX_SIDE
+assert len(PALETTE) == len(DIGIT_INK) == NUM_COLOURS and SIZE_BUCKETS[-1][1] == MAX_SIDE
