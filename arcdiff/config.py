@@ -111,6 +111,7 @@ class TrainConfig:
     quick_eval_every: int | None = None  # pass@2 on a few eval tasks every N steps (pipeline)
     quick_eval_tasks: int = 16
     save_every: int | None = None
+    checkpoint_minutes: float | None = 2.0  # last.pt by the clock too (None or 0: off)
     snapshot_minutes: list[float] = field(default_factory=list)  # checkpoints/min_<M>.pt
     bf16: bool = True
     compile: bool = False
@@ -128,6 +129,13 @@ class TrainConfig:
         _check(
             self.max_minutes is None or self.max_minutes >= 0, "train.max_minutes", "must be >= 0"
         )
+        _check(
+            self.checkpoint_minutes is None or self.checkpoint_minutes >= 0,
+            "train.checkpoint_minutes",
+            "must be >= 0",
+        )
+        _check(self.save_every is None or self.save_every >= 1, "train.save_every", "must be >= 1")
+        _check(self.eval_every >= 1, "train.eval_every", "must be >= 1")
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
         _check(0.0 <= self.self_cond_prob <= 1.0, "train.self_cond_prob", "must be in [0, 1]")
 

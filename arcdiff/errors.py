@@ -19,3 +19,7 @@ class CheckpointError(ArcdiffError):
 
 class TrainingError(ArcdiffError):
     """Training cannot go on (for example, a run of non-finite losses); checkpoints are intact."""
+
+
+class OutputError(ArcdiffError):
+    """A run directory or output file cannot be written (disk full, read-only, not a folder)."""

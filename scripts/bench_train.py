@@ -65,13 +65,13 @@ from arcdiff.config import Config, apply_overrides, config_to_dict, load_config
 from arcdiff.data.dataset import Batch, TrainingStream, stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.model.denoiser import NUM_COLOURS
+from arcdiff.train.device import select_device
 from arcdiff.train.trainer import (
     build_model,
     diffusion_loss,
     ema_update,
     lr_factor,
     make_optimizer,
-    select_device,
 )
 
 NOISE_FREQS = 64  # NoiseLevelEmbedding's default: its MLP reads 2 * 64 features

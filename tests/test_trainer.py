@@ -5,7 +5,7 @@ import torch
 
 from arcdiff.config import load_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.errors import CheckpointError, TrainingError
+from arcdiff.errors import CheckpointError, OutputError, TrainingError
 from arcdiff.train.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from arcdiff.train.logging import read_metrics
 from arcdiff.train.trainer import load_run_model, train
@@ -114,10 +114,11 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=r"last.pt: could not write .*disk full.*intact"):
         save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "step": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no .tmp left behind
 
 
 def test_non_finite_losses_are_skipped_then_stop_training(tmp_path, monkeypatch):

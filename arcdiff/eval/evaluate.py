@@ -21,7 +21,8 @@ from arcdiff.errors import CheckpointError, DataError
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
-from arcdiff.train.trainer import load_run_model, select_device
+from arcdiff.train.device import select_device
+from arcdiff.train.trainer import load_run_model
 
 CHECKPOINTS = ("final", "best", "last")
 

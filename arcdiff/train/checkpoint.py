@@ -9,23 +9,85 @@ old one, so a crash mid-save leaves the previous checkpoint loadable.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from arcdiff.errors import CheckpointError
+from arcdiff.errors import CheckpointError, OutputError
+
+STEP_NAME = re.compile(r"step_(\d+)\.pt")
+
+
+def _write_failure(e: BaseException) -> OSError | None:
+    """The OSError behind a failed torch.save (torch wraps it in its writer's RuntimeError)."""
+    while e is not None:
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``state`` to a temporary file, fsync it, then rename it over ``path``.
+
+    A failed write (disk full, read-only, not a directory) is an OutputError naming the file;
+    the previous checkpoint at ``path`` is left as it was and no temporary file remains.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        cause = _write_failure(e)
+        if cause is None:
+            raise
+        kept = "the previous checkpoint is intact" if path.exists() else "nothing was written"
+        reason = cause.strerror or str(cause)
+        raise OutputError(f"{path}: could not write the checkpoint ({reason}); {kept}") from None
+    except BaseException:  # Ctrl-C or a kill signal mid-save: leave no half-written file
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def resumable_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """``last.pt`` and every ``step_*.pt`` in ``ckpt_dir``, highest saved step first.
+
+    ``last.pt`` comes before a ``step_*.pt`` of the same step (they hold the same state)."""
+    named = sorted(
+        ((int(m.group(1)), p) for p in ckpt_dir.glob("step_*.pt") if (m := STEP_NAME.fullmatch(p.name))),
+        reverse=True,
+    )
+    last = ckpt_dir / "last.pt"
+    return ([last] if last.is_file() else []) + [p for _, p in named]
+
+
+def newest_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The readable checkpoint among last.pt and step_*.pt with the highest step.
+
+    Returns (path, state, problems): ``problems`` names every newer file that could not be
+    read (a file cut short by a kill, say). None when there is no readable one."""
+    best: tuple[Path, dict[str, Any]] | None = None
+    problems: list[str] = []
+    for path in resumable_checkpoints(ckpt_dir):
+        m = STEP_NAME.fullmatch(path.name)
+        if best is not None and m and int(m.group(1)) <= best[1]["step"]:
+            break  # step files are sorted: none further is newer
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        if best is None or state.get("step", -1) > best[1].get("step", -1):
+            best = (path, state)
+    return None if best is None else (best[0], best[1], problems)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

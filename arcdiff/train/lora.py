@@ -70,6 +70,7 @@ from arcdiff.eval.score import Predictions, score_split
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.terminal import write_json
 from arcdiff.train.checkpoint import first_difference, load_state_strict, save_checkpoint
+from arcdiff.train.device import select_device
 from arcdiff.train.logging import MetricsLogger
 from arcdiff.train.trainer import (
     build_model,
@@ -77,7 +78,6 @@ from arcdiff.train.trainer import (
     diffusion_loss,
     load_run_model,
     lr_factor,
-    select_device,
 )
 
 MODES = ("shared", "per-task", "embeddings-only", "full")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import random
 import subprocess
 import time
@@ -22,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
@@ -33,14 +31,17 @@ from arcdiff.config import Config, config_from_dict, config_to_dict, save_config
 from arcdiff.data.dataset import Batch, stream_from_config
 from arcdiff.data.encode import PAD
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.errors import CheckpointError, TrainingError
+from arcdiff.errors import CheckpointError, OutputError, TrainingError
 from arcdiff.model.denoiser import Denoiser, DenoiserOutput
 from arcdiff.train.checkpoint import (
     first_difference,
     load_checkpoint,
     load_state_strict,
+    newest_checkpoint,
     save_checkpoint,
 )
+from arcdiff.train.distributed import Distributed
+from arcdiff.train.interrupt import StopSignals, TrainingInterrupted
 from arcdiff.train.logging import MetricsLogger
 
 NUM_NOISE_BUCKETS = 5
@@ -58,17 +59,6 @@ class TrainResult:
     stop_reason: str  # "max_steps", "max_minutes" or "until_step"
     skipped_steps: int
     val: dict[str, float]
-
-
-def select_device(name: str | None = None) -> torch.device:
-    """``name`` if given, else cuda, then mps, then cpu."""
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def code_version() -> str:
@@ -202,49 +192,6 @@ def validate(
     return out
 
 
-class _Distributed:
-    """torchrun's environment: rank, world size, and the process group when world > 1."""
-
-    def __init__(self, device: torch.device | None):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        if device is None:
-            device = select_device()
-            if device.type == "cuda" and self.enabled:
-                device = torch.device("cuda", local)
-        self.device = device
-        if self.enabled and not dist.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            dist.init_process_group(backend=backend)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def all_same(self, value: float) -> float:
-        """The mean of a scalar over ranks (identity on one process)."""
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t)
-        return t.item() / self.world
-
-    def gather(self, obj: Any) -> list[Any]:
-        if not self.enabled:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self) -> None:
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def _check_resumable(state: dict[str, Any], cfg: Config, task_ids: list[str], where: str) -> None:
     saved = state["config"]
     now = config_to_dict(cfg)
@@ -254,6 +201,69 @@ def _check_resumable(state: dict[str, Any], cfg: Config, task_ids: list[str], wh
             raise CheckpointError(f"{where}: config differs from the checkpoint's: {diff}")
     if state.get("task_ids") != task_ids:
         raise CheckpointError(f"{where}: the checkpoint was trained on other tasks")
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """What in ``run_dir`` belongs to a training run (config, metrics, checkpoints)."""
+    found = [name for name in ("config.json", "metrics.jsonl") if (run_dir / name).is_file()]
+    ckpt_dir = run_dir / "checkpoints"
+    if ckpt_dir.is_dir():
+        found += sorted(f"checkpoints/{p.name}" for p in ckpt_dir.glob("*.pt"))
+    return found
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and checkpoints/) or say in one line why it cannot be."""
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(
+            f"{run_dir}: cannot create the run directory ({e.strerror or e})"
+        ) from None
+
+
+def _start_state(
+    run_dir: Path, resume: bool, say: Callable[[str], None]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint a run continues from: None for a new run (or one killed before its
+    first checkpoint). A new run never replaces files of an earlier one."""
+    ckpt_dir = run_dir / "checkpoints"
+    found = run_files(run_dir)
+    if not resume:
+        if found:
+            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            raise CheckpointError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose "
+                f"another --out (found {shown})"
+            )
+        return None
+    newest = newest_checkpoint(ckpt_dir)
+    if newest is None:
+        unreadable = [f for f in found if f.endswith(".pt")]
+        if unreadable:
+            raise CheckpointError(
+                f"{run_dir}: no readable checkpoint to resume ({', '.join(unreadable)} "
+                "could not be read)"
+            )
+        if not found:
+            raise CheckpointError(
+                f"{ckpt_dir / 'last.pt'}: no such checkpoint (nor any step_*.pt) to resume"
+            )
+        say(f"{run_dir}: no checkpoint was saved yet; starting the run again from step 0")
+        return None
+    path, state, problems = newest
+    for problem in problems:
+        say(f"skipped {problem}")
+    say(f"resuming from {path} (step {state['step']})")
+    return path, state
+
+
+def _final_val_estimate(step_s: float, n_val: int, cfg: Config) -> float:
+    """Seconds the closing validation will take, before one has been timed: five forward
+    passes over the held-out pairs (two with self-conditioning), a forward pass costing about a
+    third of a training step's forward and backward per example."""
+    passes = NUM_NOISE_BUCKETS * (2 if cfg.model.self_condition else 1)
+    return passes * step_s * n_val / cfg.train.batch_size / 3
 
 
 def train(
@@ -269,18 +279,33 @@ def train(
 ) -> TrainResult:
     """Train a denoiser as ``cfg`` says, writing the run directory ``run_dir``.
 
-    ``resume`` continues from ``run_dir/checkpoints/last.pt`` exactly (same batches, noise and
-    optimizer state). ``until_step`` stops early at that step, saving ``last.pt`` only, as an
-    interrupted run would. ``on_eval(ema_model, step)``, if given, runs on the main process
-    every ``train.quick_eval_every`` steps and its metrics are logged (a quick score).
+    ``resume`` continues from the newest readable checkpoint among ``last.pt`` and
+    ``step_*.pt`` exactly (same batches, noise and optimizer state); metrics.jsonl keeps the
+    rows that checkpoint had seen. Without it, a folder that holds any part of a run is
+    refused. ``until_step`` stops early at that step, saving ``last.pt`` only, as an
+    interrupted run would. ``last.pt`` is also written every ``train.checkpoint_minutes`` and
+    on SIGINT / SIGTERM, which then end in :class:`TrainingInterrupted`. The time budget
+    ``train.max_minutes`` includes the closing validation. ``on_eval(ema_model, step)``, if
+    given, runs on the main process every ``train.quick_eval_every`` steps and its metrics are
+    logged (a quick score).
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    ddp = _Distributed(device)
+    ddp = Distributed(device)
     device = ddp.device
     console = console or Console()
     ckpt_dir = run_dir / "checkpoints"
+    # one line per phase when the progress bar cannot be drawn (a log file, a pipe)
+    lines = progress and ddp.is_main and not console.is_terminal
+
+    def say(message: str) -> None:
+        if ddp.is_main:
+            console.print(message, markup=False, highlight=False, soft_wrap=True)
+
     try:
+        start_state = _start_state(run_dir, resume, say)
+        if ddp.is_main:
+            prepare_run_dir(run_dir)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         random.seed(cfg.train.seed)
         stream = stream_from_config(cfg.data, rank=ddp.rank, world_size=ddp.world)
@@ -297,17 +322,19 @@ def train(
         )
         noise_gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + ddp.rank)
         coin_gen = torch.Generator().manual_seed(cfg.train.seed + 77)  # same on every rank
-        step, best_val, skipped = 0, math.inf, 0
+        step, best_val, skipped, val_step, metrics_rows = 0, math.inf, 0, -1, None
 
-        if resume:
-            where = str(ckpt_dir / "last.pt")
-            state = load_checkpoint(ckpt_dir / "last.pt")
+        if start_state is not None:
+            path, state = start_state
+            where = str(path)
             _check_resumable(state, cfg, stream.task_ids, where)
             load_state_strict(model, state["model"], where)
             load_state_strict(ema, state["ema"], where)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step, best_val, skipped = state["step"], state["best_val"], state["skipped_steps"]
+            val_step = state.get("val_step", -1)
+            metrics_rows = state.get("metrics_rows")
             clock["start"] -= state.get("elapsed_s", 0.0)  # the time budget counts the whole run
             rng = state["rng"]
             stream.load_state_dict(rng["stream"])
@@ -315,11 +342,6 @@ def train(
             coin_gen.set_state(rng["coin"])
             torch.set_rng_state(rng["torch"])
             random.setstate(rng["python"])
-        elif (ckpt_dir / "last.pt").exists():
-            raise CheckpointError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose "
-                "another --out"
-            )
 
         train_model: nn.Module = model
         if cfg.train.compile:
@@ -335,7 +357,8 @@ def train(
                 f"{stream.num_tasks} tasks, {stream.num_pairs} training pairs, "
                 f"device {device}, world size {ddp.world}"
             )
-        logger = MetricsLogger(run_dir, cfg, enabled=ddp.is_main, resume=resume)
+        keep = (metrics_rows, step) if start_state is not None else None
+        logger = MetricsLogger(run_dir, cfg, enabled=ddp.is_main, keep=keep)
 
         def checkpoint_state() -> dict[str, Any]:
             noise_states = ddp.gather(noise_gen.get_state())
@@ -347,6 +370,8 @@ def train(
                 "step": step,
                 "best_val": best_val,
                 "skipped_steps": skipped,
+                "val_step": val_step,
+                "metrics_rows": logger.rows,  # a resume keeps these rows of metrics.jsonl
                 "elapsed_s": time.monotonic() - clock["start"],
                 "rng": {
                     "stream": stream.state_dict(),
@@ -368,7 +393,14 @@ def train(
                 for name in names:
                     save_checkpoint(ckpt_dir / f"{name}.pt", state)
 
+        def validate_now() -> dict[str, float]:
+            began = time.monotonic()
+            out = validate(ema, val_batch, diffusion, cfg, device)
+            timing["val_s"] = time.monotonic() - began
+            return {**out, "val_s": timing["val_s"]}
+
         val_batch = stream.validation_batch()
+        n_val = 0 if val_batch is None else len(val_batch)
         # checkpoints after these many minutes of training (a learning curve over time)
         snapshots = sorted(
             m for m in cfg.train.snapshot_minutes if not (ckpt_dir / f"min_{m:g}.pt").exists()
@@ -385,8 +417,11 @@ def train(
         )
         stop_at = min(cfg.train.max_steps, until_step) if until_step else cfg.train.max_steps
         start, val, stop_reason, bad_run = clock["start"], {}, "max_steps", 0
-        val_step = -1
         window_start, window_steps = time.monotonic(), 0
+        # seconds of one step and of one validation, for the closing validation's reserve
+        timing: dict[str, float] = {"step_s": 0.0}
+        every_s = (cfg.train.checkpoint_minutes or 0) * 60
+        saved_at = time.monotonic() - start  # run time of the last by-the-clock save
 
         bar = Progress(
             TextColumn("[bold]train"),
@@ -397,15 +432,35 @@ def train(
             console=console,
             disable=not (progress and ddp.is_main),
         )
-        with bar:
+        with bar, StopSignals() as signals:
             job = bar.add_task("train", total=stop_at, completed=step, info="")
             while step < stop_at:
-                elapsed = ddp.all_same(time.monotonic() - start)
+                if "val_s" in timing:
+                    reserve = timing["val_s"]
+                else:
+                    reserve = _final_val_estimate(timing["step_s"], n_val, cfg)
+                elapsed, reserve, asked = ddp.mean(
+                    time.monotonic() - start, reserve if n_val else 0.0, signals.exit_code
+                )
                 minutes_done = elapsed / 60  # the same on every rank
                 clock["used"] = min(1.0, elapsed / deadline) if deadline else 1.0
-                if elapsed >= deadline:
+                if asked:  # a signal reached a rank: every rank saves and stops here
+                    save("last")
+                    logger.close()
+                    code = signals.exit_code or 130  # 130 where another rank was signalled
+                    raise TrainingInterrupted(
+                        f"interrupted at step {step} ({'SIGTERM' if code == 143 else 'SIGINT'})"
+                        f"; saved {ckpt_dir / 'last.pt'}; continue with --resume --out "
+                        f"{run_dir}",
+                        code,
+                    )
+                if elapsed + reserve >= deadline:
                     stop_reason = "max_minutes"
                     break
+                if every_s and elapsed - saved_at >= every_s:
+                    save("last")
+                    saved_at = elapsed
+                step_began = time.monotonic()
                 model.train()
                 optimizer.zero_grad(set_to_none=True)
                 self_cond = model.self_condition and (
@@ -435,7 +490,7 @@ def train(
                     for name, value in parts.items():
                         parts_sum[name] += value.item() / cfg.train.grad_accum
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                loss_mean = ddp.all_same(loss_sum)
+                loss_mean, *part_means = ddp.mean(loss_sum, *parts_sum.values())
                 if not (math.isfinite(loss_mean) and math.isfinite(grad_norm.item())):
                     optimizer.zero_grad(set_to_none=True)
                     skipped += 1
@@ -459,35 +514,37 @@ def train(
                 step += 1
                 ema_update(ema, model, cfg.train.ema_decay, step)
                 window_steps += 1
+                timing["step_s"] = time.monotonic() - step_began
 
                 metrics: dict[str, Any] = {
                     "loss": loss_mean,
-                    **{n: ddp.all_same(v) for n, v in parts_sum.items()},
+                    **dict(zip(parts_sum, part_means, strict=True)),
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": grad_norm.item(),
                     "self_cond": int(self_cond),
                 }
-                elapsed = time.monotonic() - window_start
-                if elapsed > 0:
-                    metrics["steps_per_s"] = window_steps / elapsed
+                window = time.monotonic() - window_start
+                if window > 0:
+                    metrics["steps_per_s"] = window_steps / window
                     metrics["examples_per_s"] = (
                         metrics["steps_per_s"] * cfg.train.batch_size * ddp.world
                     )
                 metrics["minutes"] = (time.monotonic() - start) / 60
                 is_eval = step % cfg.train.eval_every == 0 or step == stop_at
                 if is_eval and val_batch is not None:
-                    val, val_step = validate(ema, val_batch, diffusion, cfg, device), step
+                    val, val_step = validate_now(), step
                     metrics.update(val)
                 quick = cfg.train.quick_eval_every
                 if on_eval is not None and ddp.is_main and quick and step % quick == 0:
                     metrics.update(on_eval(ema, step))
                 logger.log(step, metrics)
-                bar.update(
-                    job,
-                    completed=step,
-                    info=f"loss {loss_mean:.3f} lr {metrics['lr']:.1e} "
-                    f"{metrics.get('steps_per_s', 0):.2f} it/s",
+                info = (
+                    f"loss {loss_mean:.3f} lr {metrics['lr']:.1e} "
+                    f"{metrics.get('steps_per_s', 0):.2f} it/s"
                 )
+                bar.update(job, completed=step, info=info)
+                if lines and is_eval:
+                    say(f"train step {step}/{stop_at}: {info}, {metrics['minutes']:.1f} min")
                 if is_eval:
                     improved = bool(val) and val["val_loss"] < best_val
                     if improved:
@@ -503,13 +560,16 @@ def train(
                     save(f"min_{snapshots.pop(0):g}")
         if step >= cfg.train.max_steps or stop_reason == "max_minutes":
             if val_batch is not None and val_step != step:  # stopped by the clock: validate now
-                val, val_step = validate(ema, val_batch, diffusion, cfg, device), step
+                if lines:
+                    say(f"validating on {n_val} held-out pairs (step {step})")
+                val, val_step = validate_now(), step
                 logger.log(step, val)
             save("last", "final")
         else:
             stop_reason = "until_step"
             save("last")
-        logger.log(step, {"done": stop_reason, "skipped_steps": skipped})
+        wall = time.monotonic() - start
+        logger.log(step, {"done": stop_reason, "skipped_steps": skipped, "wall_s": wall})
         logger.close()
         return TrainResult(run_dir, step, model, ema, stop_reason, skipped, val)
     finally:
