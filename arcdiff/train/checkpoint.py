@@ -61,10 +61,8 @@ def resumable_checkpoints(ckpt_dir: Path) -> list[Path]:
     """``last.pt`` and every ``step_*.pt`` in ``ckpt_dir``, highest saved step first.
 
     ``last.pt`` comes before a ``step_*.pt`` of the same step (they hold the same state)."""
-    named = sorted(
-        ((int(m.group(1)), p) for p in ckpt_dir.glob("step_*.pt") if (m := STEP_NAME.fullmatch(p.name))),
-        reverse=True,
-    )
+    matches = [(STEP_NAME.fullmatch(p.name), p) for p in ckpt_dir.glob("step_*.pt")]
+    named = sorted(((int(m.group(1)), p) for m, p in matches if m), reverse=True)
     last = ckpt_dir / "last.pt"
     return ([last] if last.is_file() else []) + [p for _, p in named]
 
