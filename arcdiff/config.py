@@ -387,5 +387,8 @@ def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config as indented JSON (atomically: tmp file then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(orjson.dumps(config_to_dict(cfg), option=orjson.OPT_INDENT_2) + b"\n")
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(orjson.dumps(config_to_dict(cfg), option=orjson.OPT_INDENT_2) + b"\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; a failed write leaves nothing

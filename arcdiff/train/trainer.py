@@ -237,6 +237,9 @@ def _start_state(
                 f"another --out (found {shown})"
             )
         return None
+    for tmp in ckpt_dir.glob(".*.pt.tmp"):  # a save cut short by kill -9
+        say(f"removed {tmp}, a checkpoint write that did not finish")
+        tmp.unlink(missing_ok=True)
     newest = newest_checkpoint(ckpt_dir)
     if newest is None:
         unreadable = [f for f in found if f.endswith(".pt")]
