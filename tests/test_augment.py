@@ -224,10 +224,10 @@ def test_sampling_is_deterministic_for_a_seed(permute_background):
 def test_augment_canvases_equals_apply_grid_by_grid(max_size, permute_background):
     rng = np.random.default_rng(max_size)
     edge = [(1, 1), (1, max_size), (max_size, 1), (max_size, max_size)]
-    grids = [rng.integers(0, 10, size=s, dtype=np.uint8) for s in edge]
-    grids += random_grids(rng, 252, max_size)
+    grids = [rng.integers(0, 10, size=s, dtype=np.uint8) for s in edge for _ in range(8)]
+    grids += random_grids(rng, 224, max_size)
     n = len(grids)
-    dihedrals = np.arange(n) % 8  # every id on every edge shape
+    dihedrals = np.arange(n) % 8  # every id on every edge shape: each shape 8 times in a row
     colours = sample_colour_perms(rng, n, permute_background=permute_background)
     tokens, sizes = encode_grids(grids, max_size)
     before = tokens.copy()

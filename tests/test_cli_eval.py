@@ -2,6 +2,7 @@ import orjson
 import pytest
 
 from arcdiff.cli import app
+from arcdiff.data.tasks import load_tasks
 from tests.conftest import SMALL_TASKS, tiny_overrides
 from tests.test_cli import one_error_line
 
@@ -33,6 +34,17 @@ def test_pipeline_trains_evaluates_and_reports(pipeline_run):
     assert all(set(entry) == {"attempt_1", "attempt_2"} for e in submission.values() for entry in e)
     predictions = orjson.loads((out / "eval" / "aa1_train" / "predictions.json").read_bytes())
     assert all(len(p["candidates"]) >= 1 for e in predictions.values() for p in e)
+    # submission.json, rescored against the truth, gives scores.json's per-task pass@2
+    truth = load_tasks("aa1:train", ids=SMALL_TASKS).solutions
+    for task_id, entries in submission.items():
+        assert [(e["attempt_1"], e["attempt_2"]) for e in entries] == [
+            (p["attempt_1"], p["attempt_2"]) for p in predictions[task_id]
+        ]
+        solved = [
+            t.tolist() in (e["attempt_1"], e["attempt_2"])
+            for e, t in zip(entries, truth[task_id], strict=True)
+        ]
+        assert scores["per_task"][task_id]["pass2"] == sum(solved) / len(solved)
     assert (out / "report" / "report.html").exists() and (out / "report" / "report.md").exists()
 
 
@@ -64,6 +76,34 @@ def test_evaluate_options_and_stats(runner, pipeline_run):
     assert (settings["maj"], settings["num_augs"], settings["checkpoint"]) == (False, 1, "best")
     assert settings["use_ema"] is False and scores["summary"]["tasks"] == 2
     assert SMALL_TASKS[0] in result.stdout  # the per-task table
+
+
+def test_a_hidden_kaggle_split_is_predicted_to_a_submission(runner, pipeline_run, tmp_path):
+    """Test outputs hidden (a challenges file without solutions): nothing is scored, and the
+    submission is the one the same settings give where the outputs are known."""
+    out, _ = pipeline_run
+    tasks = load_tasks("aa1:train", ids=SMALL_TASKS)
+    challenges = {
+        t.id: {
+            "train": [{"input": p.input.tolist(), "output": p.output.tolist()} for p in t.demos],
+            "test": [{"input": i.tolist()} for i in t.test_inputs],
+        }
+        for t in tasks
+    }
+    path = tmp_path / "hidden_challenges.json"
+    path.write_bytes(orjson.dumps(challenges))
+    options = ["--num-steps", "2", "--no-maj", "--checkpoint", "last"]
+    for split in (str(path), "aa1:train"):
+        result = runner.invoke(app, ["evaluate", "--run", str(out), "--split", split, *options])
+        assert result.exit_code == 0, result.output
+    hidden = out / "eval" / "hidden_challenges.json@last"
+    summary = orjson.loads((hidden / "scores.json").read_bytes())["summary"]
+    assert summary["tasks"] == len(SMALL_TASKS) and summary["tasks_scored"] == 0
+    assert summary["pass@2"] is None
+    submission = orjson.loads((hidden / "submission.json").read_bytes())
+    assert [len(submission[t.id]) for t in tasks] == [len(t.test_inputs) for t in tasks]
+    known = orjson.loads((out / "eval" / "aa1_train@last" / "submission.json").read_bytes())
+    assert submission == known
 
 
 def test_evaluate_without_run_takes_the_most_recent(runner, pipeline_run, monkeypatch):

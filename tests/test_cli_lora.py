@@ -200,7 +200,8 @@ def test_adapting_a_held_out_task_beats_the_untrained_embedding(runner, tmp_path
     )
     assert evaluated["summary"] == after["test"]["summary"]
     assert after["demos"]["summary"]["cell_accuracy"] > before["demos"]["summary"]["cell_accuracy"]
-    assert after["test"]["summary"]["pass@2"] >= before["test"]["summary"]["pass@2"]
+    # and its test input: not solved yet at this size, but more of its cells are right
+    assert after["test"]["summary"]["cell_accuracy"] > before["test"]["summary"]["cell_accuracy"]
 
 
 def test_later_runs_join_the_comparison(base, runner, tmp_path):

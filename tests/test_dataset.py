@@ -202,6 +202,31 @@ def test_sentinel_test_outputs_never_reach_the_stream(tmp_path):
 # mixing train and eval tasks
 
 
+def test_held_out_validation_pairs_never_reach_the_stream():
+    cfg = DataConfig(train_sources=["aa1:train"], eval_sources=[], max_size=SMALL, val_pairs=40)
+    cfg = dataclasses.replace(cfg, augment=False)  # examples are the pairs themselves
+    stream = stream_from_config(cfg)
+    val = stream.validation_batch()
+    pair_key = lambda i, o: (key(i), key(o))  # noqa: E731
+    held = {
+        pair_key(i, o)
+        for i, o in zip(
+            decode_grids(val.inputs.numpy(), val.input_sizes.numpy()),
+            decode_grids(val.outputs.numpy(), val.output_sizes.numpy()),
+            strict=True,
+        )
+    }
+    assert len(held) == 40
+    held_tasks = set(val.task.tolist())
+    seen, seen_tasks = set(), set()
+    for _ in range(40):
+        for task, i, o in undo_augmentations(stream.sample(256)):
+            seen.add(pair_key(i, o))
+            seen_tasks.add(task)
+    assert held_tasks <= seen_tasks  # their tasks' other demonstrations are shown
+    assert not held & seen
+
+
 @pytest.mark.parametrize("eval_weight", [0.0, 0.3, 1.0])
 def test_share_of_eval_examples_is_eval_weight(train, evals, eval_weight):
     stream = make_stream(train, evals, eval_weight=eval_weight, seed=5)
@@ -273,7 +298,7 @@ def test_ranks_split_one_global_batch(train, evals, world_size):
             }
             for p in parts
         ]
-        assert sum(len(e) for e in examples) == batch_size * world_size  # pairwise disjoint
+        assert len(set().union(*examples)) == batch_size * world_size  # pairwise disjoint
 
 
 def test_rank_outside_world_size_is_rejected(train):

@@ -2,6 +2,7 @@ import torch
 
 from arcdiff.config import ModelConfig
 from arcdiff.data.encode import PAD
+from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.model.denoiser import PAD_TOKEN, Denoiser
 
 
@@ -30,32 +31,42 @@ def test_output_shapes_and_cropped_canvases():
     assert small.logits.shape == (3, 4, 4, 10) and small.size_logits.shape == (3, 2, 6)
 
 
-def test_self_conditioning_off_contributes_exactly_zero():
+def test_a_zero_gate_equals_a_single_pass():
     model = make()
     args = inputs()
     reference = model(*args)
-    with torch.no_grad():  # whatever the self-conditioning weights, they must not matter
+    valid = torch.ones(3, 6, 6, dtype=torch.bool)
+    with torch.no_grad():  # whatever the self-conditioning weights, a closed gate adds nothing
         model.sc_proj.weight.normal_()
-        model.sc_proj.bias.normal_()
         model.sc_norm.bias.normal_()
-        model.sc_gate.fill_(5.0)
-    again = model(*args)
+        model.sc_gate.zero_()
+    again = model(*args, sc_logits=torch.randn(3, 6, 6, 10), valid=valid)
     assert torch.equal(reference.logits, again.logits)
     assert torch.equal(reference.size_logits, again.size_logits)
     # an empty valid region also adds nothing: no bias leaks through Linear + LayerNorm
+    with torch.no_grad():
+        model.sc_gate.fill_(5.0)
     empty = torch.zeros(3, 6, 6, dtype=torch.bool)
     masked = model(*args, sc_logits=torch.randn(3, 6, 6, 10), valid=empty)
     assert torch.equal(reference.logits, masked.logits)
 
 
-def test_self_conditioning_on_changes_the_prediction_and_the_gate_starts_at_0_3():
-    model = make()
+def test_the_gate_starts_as_configured_scales_the_features_and_learns():
+    assert make().sc_gate.item() == torch.tensor(0.3).item()
+    model = make(sc_gate_init=0.7)
+    assert model.sc_gate.item() == torch.tensor(0.7).item()
     args = inputs()
     first = model(*args)
     valid = torch.ones(3, 6, 6, dtype=torch.bool)
     second = model(*args, sc_logits=first.logits, valid=valid)
     assert not torch.allclose(first.logits, second.logits)
-    assert model.sc_gate.item() == torch.tensor(0.3).item()
+    features = model.self_cond_features(first.logits, valid)
+    with torch.no_grad():
+        model.sc_gate.mul_(2.0)
+    assert torch.allclose(model.self_cond_features(first.logits, valid), 2 * features)
+    model.train()
+    model(*args, sc_logits=first.logits.detach(), valid=valid).logits.square().sum().backward()
+    assert model.sc_gate.grad is not None and model.sc_gate.grad.abs().item() > 0
 
 
 def test_every_conditioning_input_matters():
@@ -72,15 +83,25 @@ def test_noise_level_is_read_as_logsnr_not_step():
     model = make()
     a = list(inputs())
     b = list(a)
-    b[2] = a[2] + 1e-3
-    assert (model(*a).logits - model(*b).logits).abs().max() < 1e-2
+    b[2] = a[2] + 1e-3  # between any two steps: a step index would not move
+    change = (model(*a).logits - model(*b).logits).abs().max()
+    assert 0 < change < 1e-2
+    # the sampler hands the model the noise level: the same at different steps of two grids
+    coarse, fine = DiscreteDiffusion(num_timesteps=128), DiscreteDiffusion(num_timesteps=256)
+    at = [coarse.logsnr(torch.full((3,), 63)), fine.logsnr(torch.full((3,), 127))]
+    assert torch.equal(at[0], at[1])
 
 
 def test_from_config_and_parameter_count():
     cfg = ModelConfig(d_model=384, n_heads=6, n_layers=4)
     model = Denoiser.from_config(cfg, num_tasks=800, max_size=30)
-    blocks = 4 * 12 * 384 * 384  # qkv + proj + 2 MLP matrices per layer
-    assert blocks < model.num_params() < blocks + 800 * 384 + 500_000
+    d, s, vocab = 384, 30, 11
+    blocks = 4 * (12 * d * d + 4 * d)  # qkv, proj, 2 MLP matrices, 2 LayerNorms per layer
+    embeddings = 3 * vocab * d + 2 * s * d + 3 * d + d + 800 * d + 8 * d  # + size token, task
+    noise = 128 * d + d + d * d + d  # sinusoids (64 frequencies, sin and cos) -> MLP
+    heads = 2 * d + (10 * d + 10) + (2 * s * d + 2 * s)  # final norm, colour, size (no copy)
+    self_cond = 10 * d + d + 2 * d + 1  # Linear(10, d), LayerNorm, gate
+    assert model.num_params() == blocks + embeddings + noise + heads + self_cond
     assert not hasattr(
         Denoiser.from_config(ModelConfig(self_condition=False), num_tasks=1, max_size=3), "sc_gate"
     )

@@ -107,41 +107,74 @@ def test_loss_is_zero_for_confident_truth_and_log10_for_uniform_logits():
     assert loss.item() == pytest.approx(math.log(10) + 0.5 * math.log(5), rel=1e-5)
 
 
-def _bayes_posterior(x_t, p0, a_t, a_s, k=NUM_COLOURS):
-    """Exact Bayes by transition matrices: sum_x0 p(x0) q(x_t|x_s) q(x_s|x0) / q(x_t|x0)."""
-    eye = torch.eye(k)
-    q_s = a_s * eye + (1 - a_s) / k  # q(x_s = j | x0 = i)
-    q_ts = (a_t / a_s) * eye + (1 - a_t / a_s) / k  # q(x_t = l | x_s = j)
-    q_t = a_t * eye + (1 - a_t) / k  # q(x_t = l | x0 = i)
+def _transitions(kernel, a):
+    """(10, K) q(x = j | x0 = i) for K = 10 colours (uniform) or colours + MASK (absorbing)."""
+    if kernel == "uniform":
+        return a * torch.eye(NUM_COLOURS) + (1 - a) / NUM_COLOURS
+    return torch.cat([a * torch.eye(NUM_COLOURS), torch.full((NUM_COLOURS, 1), 1 - a)], dim=1)
+
+
+def _bayes_posterior(kernel, x_t, p0, a_t, a_s):
+    """Exact Bayes by transition matrices and a loop over x0:
+    sum_x0 p(x0 | x_t) q(x_t | x_s) q(x_s | x0) / q(x_t | x0)."""
+    q_s = _transitions(kernel, a_s)  # q(x_s = j | x0 = i)
+    q_t = _transitions(kernel, a_t)  # q(x_t = l | x0 = i)
+    k = q_s.shape[1]
+    q_ts = torch.zeros(k, k)  # q(x_t = l | x_s = j): a colour keeps with a_t / a_s
+    q_ts[:NUM_COLOURS] = _transitions(kernel, a_t / a_s)
+    if kernel == "absorbing":
+        q_ts[MASK, MASK] = 1.0
     post = torch.zeros(k)
-    for i in range(k):
-        joint = q_s[i] * q_ts[:, x_t]  # over j
-        post += p0[i] * joint / q_t[i, x_t]
+    for i in range(NUM_COLOURS):
+        if q_t[i, x_t] > 0:
+            post += p0[i] * q_s[i] * q_ts[:, x_t] / q_t[i, x_t]
     return post
 
 
-def test_uniform_posterior_matches_bayes_with_a_confident_prediction():
-    d = DiscreteDiffusion(num_timesteps=T)
-    a_t = d.alpha_bar(torch.tensor(60)).item()
-    a_s = d.alpha_bar(torch.tensor(40)).item()
-    x_t = torch.tensor([[[3]]])
-    probs = torch.zeros(1, 1, 1, NUM_COLOURS)
-    probs[..., 7] = 1.0  # the model is sure x0 = 7
-    post = d._posterior(x_t, probs, a_t, a_s)[0, 0, 0]
-    assert torch.allclose(post, _bayes_posterior(3, probs[0, 0, 0], a_t, a_s), atol=1e-6)
-    assert post.argmax() == 7 and post.sum().item() == pytest.approx(1.0)
+@pytest.mark.parametrize("kernel", ["uniform", "absorbing"])
+@pytest.mark.parametrize(("step", "next_step"), [(60, 40), (127, 0), (5, -1)])
+def test_posterior_matches_bayes_for_soft_predictions(kernel, step, next_step):
+    d = DiscreteDiffusion(kernel=kernel, num_timesteps=T)
+    a_t, a_s = d.alpha_bar(torch.tensor([step, next_step])).tolist()
+    gen = torch.Generator().manual_seed(0)
+    probs = (torch.randn(1, 2, NUM_COLOURS + 1, NUM_COLOURS, generator=gen) * 2).softmax(-1)
+    x_t = torch.arange(NUM_COLOURS + 1).view(1, 1, -1).expand(1, 2, -1)  # every x_t value
+    if kernel == "uniform":
+        probs, x_t = probs[:, :, :NUM_COLOURS], x_t[:, :, :NUM_COLOURS]
+    else:  # a colour cell is its own x0: the Bayes p(x0 | x_t) is one-hot there
+        kept = F.one_hot(x_t[..., :NUM_COLOURS], NUM_COLOURS).float()
+        probs = torch.cat([kept, probs[:, :, NUM_COLOURS:]], dim=2)
+    post = d.posterior(x_t, probs, step, next_step)
+    expected = torch.stack(
+        [
+            _bayes_posterior(kernel, int(x_t[0, r, c]), probs[0, r, c], a_t, a_s)
+            for r in range(x_t.shape[1])
+            for c in range(x_t.shape[2])
+        ]
+    ).view_as(post)
+    assert torch.allclose(post, expected, atol=1e-5)
+    assert torch.allclose(post.sum(-1), torch.ones(post.shape[:-1]))
+    if next_step < 0:  # landing on clean data samples the x0 prediction itself
+        assert torch.allclose(post[..., :NUM_COLOURS], probs, atol=1e-5)
 
 
-def test_reverse_step_to_clean_returns_the_argmax_and_renoises_outside():
-    d = DiscreteDiffusion(num_timesteps=T)
-    logits = torch.randn(2, 4, 4, NUM_COLOURS)
-    x_t = torch.randint(0, NUM_COLOURS, (2, 4, 4))
-    valid = torch.zeros(2, 4, 4, dtype=torch.bool)
+def test_reverse_step_argmax_and_renoises_outside():
+    logits = torch.randn(256, 4, 4, NUM_COLOURS)
+    valid = torch.zeros(256, 4, 4, dtype=torch.bool)
     valid[:, :2, :3] = True
-    final = d.reverse_step(x_t, logits, 3, -1, valid)
-    assert torch.equal(final.prev_sample, logits.argmax(-1))
-    mid = d.reverse_step(x_t, logits, 3, 1, valid, argmax=True)
-    assert torch.equal(mid.prev_sample[valid], logits.argmax(-1)[valid])
+    for kernel in ["uniform", "absorbing"]:
+        d = DiscreteDiffusion(kernel=kernel, num_timesteps=T)
+        x_t = d.noise_like(torch.zeros(256, 4, 4, dtype=torch.long))
+        final = d.reverse_step(x_t, logits, 3, -1, valid, argmax=True)
+        assert torch.equal(final.prev_sample, logits.argmax(-1))  # clean: no re-noising
+        mid = d.reverse_step(x_t, logits, 3, 1, valid, argmax=True)
+        assert torch.equal(mid.prev_sample[valid], logits.argmax(-1)[valid])
+        outside = mid.prev_sample[~valid]
+        if kernel == "absorbing":
+            assert (outside == MASK).all()
+        else:  # fresh uniform colours: about 1 in 10 hits the argmax
+            hits = (outside == logits.argmax(-1)[~valid]).float().mean().item()
+            assert abs(hits - 0.1) < 0.02 and outside.max() < NUM_COLOURS
 
 
 def test_absorbing_reverse_step_unmasks_the_expected_share():

@@ -13,11 +13,13 @@ from arcdiff.eval.sample import (
     demo_size_prior,
     predict_tasks,
     sample,
+    size_mask,
     size_votes,
 )
 from arcdiff.eval.score import TestPrediction, score_split, submission
 from arcdiff.eval.vote import Candidate, top2, vote
 from arcdiff.model.denoiser import DenoiserOutput
+from tests.conftest import SMALL_TASKS
 
 
 def g(*rows):
@@ -274,16 +276,61 @@ def test_size_votes_agree_in_the_original_frame():
 
 
 def test_fixed_sizes_are_used_at_every_step():
+    from arcdiff.diffusion.discrete import MASK
     from arcdiff.model.denoiser import Denoiser
 
     torch.manual_seed(0)
     model = Denoiser(num_tasks=1, max_size=6, d_model=32, n_heads=2, n_layers=1)
+    seen = []  # the noisy canvas of every forward pass
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
     inputs = torch.randint(0, 10, (3, 6, 6))
     zeros = torch.zeros(3, dtype=torch.long)
     sizes = torch.tensor([[1, 6], [4, 2], [6, 6]])
-    out = sample(model, DiscreteDiffusion(), inputs, zeros, zeros, num_steps=3, sizes=sizes)
+    absorbing = DiscreteDiffusion(kernel="absorbing")
+    out = sample(model, absorbing, inputs, zeros, zeros, num_steps=3, sizes=sizes)
     assert torch.equal(out.sizes, sizes)
-    assert ((out.tokens != 10).sum(dim=(1, 2)) == sizes.prod(1)).all()
+    inside = size_mask(sizes, 6)
+    assert len(seen) == 2 * 3  # two passes per step
+    for canvas in seen[2:]:  # after each step: the argmax inside the fixed size, MASK outside
+        assert (canvas[~inside] == MASK).all() and (canvas[inside] < MASK).all()
+    assert torch.equal(out.tokens != 10, inside)
+
+
+def test_hidden_test_outputs_are_predicted_but_not_scored():
+    tasks = load_tasks("aa1:train", ids=["0d3d703e", "25ff71a9"])
+    a, b = tasks.tasks
+    truth = {t.id: tasks.solutions[t.id] for t in tasks}
+    assert len(b.test_inputs) == 2  # one hidden, one known
+    predictions = {
+        a.id: [TestPrediction((), truth[a.id][0], truth[a.id][0])],
+        b.id: [TestPrediction((), g([0]), g([0])), TestPrediction((), g([0]), truth[b.id][1])],
+    }
+    hidden = {a.id: (None,), b.id: (truth[b.id][0], truth[b.id][1])}
+    scores = score_split(predictions, tasks.tasks, hidden)
+    assert set(scores["per_task"]) == {b.id}  # a task with every output hidden is not scored
+    assert scores["per_task"][b.id]["pass2"] == 0.5
+    summary = scores["summary"]
+    assert (summary["tasks"], summary["tasks_scored"], summary["test_inputs_scored"]) == (2, 1, 2)
+    assert summary["pass@2"] == 0.5 and summary["pass@1"] == 0.0
+    nothing = score_split(predictions, tasks.tasks, {a.id: (None,), b.id: (None, None)})
+    assert nothing["per_task"] == {} and nothing["summary"]["pass@2"] is None
+    assert submission(predictions)[b.id][1]["attempt_2"] == truth[b.id][1].tolist()
+
+
+def test_without_the_vote_the_second_attempt_is_the_runner_up():
+    from arcdiff.model.denoiser import Denoiser
+
+    tasks = load_tasks("aa1:train", ids=SMALL_TASKS)
+    torch.manual_seed(0)
+    model = Denoiser(num_tasks=len(tasks), max_size=5, d_model=32, n_heads=2, n_layers=1)
+    index = {t.id: k for k, t in enumerate(tasks)}
+    predictions = predict_tasks(model, DiscreteDiffusion(), tasks.tasks, index, maj=False)
+    for preds in predictions.values():
+        for p in preds:
+            first, second = p.attempt_1, p.attempt_2
+            assert first.shape == second.shape and (first != second).sum() == 1
+            assert [c.votes for c in p.candidates] == [1, 0]
+            assert p.candidates[0].confidence > p.candidates[1].confidence
 
 
 def test_demo_size_prior_names_the_lengths_the_demonstrations_obey():

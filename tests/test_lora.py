@@ -11,7 +11,7 @@ from arcdiff.config import load_config
 from arcdiff.data.dataset import TrainingStream
 from arcdiff.data.tasks import TaskSet, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.errors import CheckpointError, ConfigError
+from arcdiff.errors import CheckpointError, ConfigError, DataError
 from arcdiff.train.checkpoint import load_checkpoint, save_checkpoint
 from arcdiff.train.lora import (
     adapt,
@@ -22,6 +22,7 @@ from arcdiff.train.lora import (
     load_base,
     lora_config,
     prepare,
+    run_lora,
     save_adapted,
     save_merged,
 )
@@ -250,3 +251,34 @@ def test_an_adapter_of_an_older_base_checkpoint_is_refused(base_dir, tasks, tmp_
     (folder / "lora.json").write_bytes(orjson.dumps({**manifest, "base_step": 3}))
     with pytest.raises(CheckpointError, match="at step 3 .* now holds step 6"):
         load_adapted(base_dir, str(folder))
+
+
+def test_a_corrupt_adapter_file_is_a_checkpoint_error(base_dir, tasks, tmp_path):
+    base, cfg, adapted = adapted_for(base_dir, tasks, "embeddings-only", tmp_path)
+    folder = tmp_path / "lora" / "emb"
+    save_adapted(adapted, folder, cfg, base, source="aa1:train", tasks=tasks.tasks, train_s=0)
+    rows = folder / "task_embeddings.safetensors"
+    rows.write_bytes(rows.read_bytes()[:40])  # a truncated file
+    with pytest.raises(CheckpointError, match=r"task_embeddings.safetensors: unreadable"):
+        load_adapted(base_dir, str(folder))
+
+
+def test_a_task_without_a_per_task_adapter_is_a_data_error(base_dir, tasks, tmp_path):
+    _, _, adapted = adapted_for(base_dir, tasks, "per-task", tmp_path)
+    adapted.use_task(NEW)  # adapted to: fine
+    with pytest.raises(DataError, match=f"task {SMALL_TASKS[0]} has no per-task adapter"):
+        adapted.use_task(SMALL_TASKS[0])
+
+
+def test_an_adapter_name_never_replaces_a_folder_that_is_not_an_adapter(base_dir, tmp_path):
+    base = load_base(base_dir)
+    cfg = config(base, "embeddings-only")
+    out = tmp_path / "adapters"
+    (out / "emb").mkdir(parents=True)
+    (out / "emb" / "notes.txt").write_text("mine")
+    args = {"modes": ["embeddings-only"], "out": out, "ids": [NEW], "device": CPU}
+    with pytest.raises(CheckpointError, match=r"emb: exists and is not an adapter"):
+        run_lora(base, cfg, "aa1:train", names=["emb"], evaluate=False, progress=False, **args)
+    assert (out / "emb" / "notes.txt").read_text() == "mine"
+    with pytest.raises(ConfigError, match="'baseline' is where the baseline's scores go"):
+        run_lora(base, cfg, "aa1:train", names=["baseline"], progress=False, **args)

@@ -4,11 +4,19 @@ import pytest
 import torch
 
 from arcdiff.config import load_config
+from arcdiff.data.dataset import Batch, stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import CheckpointError, OutputError, TrainingError
 from arcdiff.train.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from arcdiff.train.logging import read_metrics
-from arcdiff.train.trainer import load_run_model, train
+from arcdiff.train.trainer import (
+    build_model,
+    diffusion_loss,
+    ema_update,
+    load_run_model,
+    train,
+    validate,
+)
 from tests.conftest import tiny_overrides
 
 
@@ -179,17 +187,123 @@ def test_periodic_checkpoints_and_the_time_budget(tmp_path):
         {"data__bucket_window": 4, "model__size_copy": False},
     ],
 )
-def test_variants_train_and_sample(tmp_path, extra):
+def test_variants_learn_and_sample(tmp_path, extra):
     from arcdiff.eval.sample import sample
 
-    cfg = tiny(**extra)
+    cfg = tiny(train__max_steps=30, train__eval_every=30, **extra)
     result = quiet_train(cfg, tmp_path / "run")
-    d = DiscreteDiffusion(kernel=cfg.diffusion.kernel, schedule=cfg.diffusion.schedule)
-    inputs = torch.randint(0, 10, (3, 5, 5))
-    zeros = torch.zeros(3, dtype=torch.long)
-    out = sample(result.ema, d, inputs, zeros, zeros, num_steps=4, argmax=False)
-    h, w = out.sizes[0].tolist()
-    assert out.tokens[0, :h, :w].max() < 10 and (out.tokens[0, h:] == 10).all()
+    stream = stream_from_config(cfg.data)
+    torch.manual_seed(cfg.train.seed)  # the trainer's initial weights
+    untrained = build_model(cfg, stream.num_tasks)
+    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
+    before = validate(untrained, stream.validation_batch(), diffusion, cfg, torch.device("cpu"))
+    assert result.val["val_loss"] < before["val_loss"] - 0.1  # each variant trains
+    inputs = stream.validation_batch().inputs
+    zeros = torch.zeros(len(inputs), dtype=torch.long)
+    out = sample(result.ema, diffusion, inputs, zeros, zeros, num_steps=4, argmax=False)
+    inside = out.tokens != 10
+    assert torch.equal(inside.sum(dim=(1, 2)), out.sizes.prod(1))
+    assert (out.tokens[inside] < 10).all()  # ancestral sampling ends on colours, never MASK
+
+
+def test_grad_accumulation_equals_one_full_batch():
+    """Two micro-batches of 4, each loss / 2, give the gradient of the batch of 8: the colour
+    loss is a mean over each example's cells, then over examples, whatever the grid sizes."""
+    # every aa1:train task within 5x5, not only SMALL_TASKS (whose outputs are all 3x3)
+    cfg = tiny(data__ids=None, diffusion__kernel="absorbing", model__self_condition=False)
+    stream = stream_from_config(cfg.data)
+    batch = stream.sample(8)
+    assert len(set(batch.output_sizes.prod(1).tolist())) > 1  # grids of several sizes
+    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
+    steps = torch.full((8,), cfg.diffusion.num_timesteps - 1)  # all MASK: no noise to match
+    torch.manual_seed(0)
+    model = build_model(cfg, stream.num_tasks)
+
+    def grads(*parts):
+        model.zero_grad()
+        for part in parts:
+            loss, _, _ = diffusion_loss(
+                model, part, diffusion, steps[: len(part)], torch.Generator(), 0.1, False
+            )
+            (loss / len(parts)).backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    def rows(sl):
+        return Batch(**{k: v[sl] for k, v in vars(batch).items()})
+
+    whole = grads(batch)
+    accumulated = grads(rows(slice(0, 4)), rows(slice(4, 8)))
+    for a, b in zip(whole, accumulated, strict=True):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-5)
+
+
+def test_ema_follows_the_warm_up_decay():
+    ema, model = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        ema.weight.fill_(0.0)
+        model.weight.fill_(1.0)
+    ema_update(ema, model, decay=0.999, step=1)  # decay min(0.999, 2 / 11)
+    assert ema.weight.item() == pytest.approx(9 / 11)
+    ema_update(ema, model, decay=0.5, step=90)  # decay min(0.5, 91 / 100)
+    assert ema.weight.item() == pytest.approx(1 - 0.5 * 2 / 11)
+
+
+def test_the_trained_ema_is_the_average_the_decay_says(tmp_path):
+    copy = quiet_train(tiny(train__ema_decay=0.0), tmp_path / "copy")  # decay 0: the weights
+    for a, b in zip(copy.model.parameters(), copy.ema.parameters(), strict=True):
+        assert torch.equal(a, b)
+    slow = quiet_train(tiny(train__ema_decay=0.999), tmp_path / "slow")  # decay (1+k)/(10+k)
+    torch.manual_seed(0)
+    initial = build_model(tiny(), len(slow.ema.task_embed.weight))
+
+    def moved(model):
+        pairs = zip(model.parameters(), initial.parameters(), strict=True)
+        return sum((p - i).abs().sum().item() for p, i in pairs)
+
+    assert 0 < moved(slow.ema) < moved(slow.model)  # the EMA lags the trained weights
+
+
+def test_quick_eval_runs_only_when_asked(tmp_path):
+    calls = []
+
+    def on_eval(model, step):
+        calls.append(step)
+        return {"quick_pass2": 0.5}
+
+    quiet_train(tiny(), tmp_path / "off", on_eval=on_eval)  # quick_eval_every unset
+    assert calls == []
+    quiet_train(tiny(train__quick_eval_every=2), tmp_path / "on", on_eval=on_eval)
+    assert calls == [2, 4, 6]
+    logged = [r["step"] for r in read_metrics(tmp_path / "on") if "quick_pass2" in r]
+    assert logged == [2, 4, 6]
+
+
+def test_the_time_budget_counts_the_time_before_a_resume(tmp_path):
+    cfg = tiny(train__max_minutes=10.0)
+    quiet_train(cfg, tmp_path / "run", until_step=3)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    assert 0 < state["elapsed_s"] < 60
+    save_checkpoint(last, {**state, "elapsed_s": 10.0 * 60})  # the budget spent before resuming
+    resumed = quiet_train(cfg, tmp_path / "run", resume=True)
+    assert resumed.stop_reason == "max_minutes" and resumed.step == 3
+
+
+def test_checkpoint_branches_are_checkpoint_errors(tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.pt: not an arcdiff checkpoint"):
+        load_checkpoint(foreign)
+    quiet_train(tiny(), tmp_path / "run", until_step=2)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    incomplete = tmp_path / "incomplete.pt"
+    save_checkpoint(incomplete, {k: v for k, v in state.items() if k != "model_args"})
+    with pytest.raises(CheckpointError, match=r"incomplete.pt: incomplete checkpoint"):
+        load_run_model(incomplete)
+    save_checkpoint(last, {**state, "task_ids": state["task_ids"][::-1]})
+    with pytest.raises(CheckpointError, match="last.pt: the checkpoint was trained on other tasks"):
+        quiet_train(tiny(), tmp_path / "run", resume=True)
 
 
 def test_batch_size_must_split_into_accumulation_steps(tmp_path):

@@ -140,37 +140,59 @@ class DiscreteDiffusion:
     ) -> StepOutput:
         """Move from training step ``step`` to ``next_step`` (< step; -1 = clean).
 
-        Stochastic: a sample of q(x_s | x_t, x0) with x0 marginalised over the model's
-        prediction (D3PM, eq. 4). ``argmax``: deterministic, the x0 prediction's argmax
-        re-noised to nothing (every cell set to its most likely clean colour), the refinement
-        the deterministic sampler uses. Cells outside ``valid`` become fresh noise, as in
-        training.
+        Stochastic (ancestral): a sample of :meth:`posterior`, p(x_s | x_t) with the model's
+        softmax read as p(x0 | x_t); to ``next_step = -1`` that is a sample of x0 itself.
+        ``argmax``: deterministic, the x0 prediction's argmax re-noised to nothing (every cell
+        set to its most likely clean colour), the refinement the deterministic sampler uses.
+        Cells outside ``valid`` become fresh noise, as in training.
         """
         probs = logits.float().softmax(dim=-1)  # (B, S, S, 10)
         pred_x0 = probs.argmax(dim=-1)
-        if next_step < 0 or argmax:
+        if argmax:
             x_s = pred_x0
         else:
-            a_t = self.alpha_bar(torch.tensor(step)).item()
-            a_s = self.alpha_bar(torch.tensor(next_step)).item()
-            posterior = self._posterior(x_t, probs, a_t, a_s)
+            posterior = self.posterior(x_t, probs, step, next_step)
             flat = posterior.flatten(0, 2)
             x_s = torch.multinomial(flat, 1, generator=generator).view_as(x_t)
         if next_step >= 0:
             x_s = torch.where(valid, x_s, self.noise_like(x_s, generator))
         return StepOutput(prev_sample=x_s, pred_x0=pred_x0)
 
-    def _posterior(self, x_t: Tensor, probs: Tensor, a_t: float, a_s: float) -> Tensor:
-        """q(x_s | x_t) with x0 ~ probs, over colours (uniform) or colours + MASK (absorbing)."""
-        a_ts = a_t / max(a_s, 1e-12)  # alpha of the s -> t transition
+    def posterior(self, x_t: Tensor, probs: Tensor, step: int, next_step: int) -> Tensor:
+        """p(x_s | x_t) per cell, s = ``next_step`` < t = ``step``, given p(x0 | x_t) = ``probs``.
+
+        x_t (B, S, S), probs (B, S, S, 10) -> (B, S, S, K): K = 10 colours (uniform) or 10
+        colours + MASK (absorbing). The model is trained with plain cross-entropy, so its
+        softmax estimates p(x0 | x_t), and the exact reverse step marginalises the
+        x0-conditioned posterior of Austin et al. 2021 (D3PM, eq. 3) over it:
+
+            p(x_s | x_t) = sum_x0 q(x_s | x_t, x0) p(x0 | x_t)
+                         = q(x_t | x_s) sum_x0 q(x_s | x0) p(x0 | x_t) / q(x_t | x0),
+
+        using q(x_s | x_t, x0) = q(x_t | x_s) q(x_s | x0) / q(x_t | x0) (Markov forward
+        process). D3PM's eq. 4 drops the 1 / q(x_t | x0) weight; that is only right where the
+        prediction is one-hot or q(x_t | x0) does not depend on x0.
+
+        uniform, with a = alpha_bar, a_ts = a_t / a_s and w = p(x0 | x_t) / q(x_t | x0):
+            q(x_t | x0 = i) = a_t [i = x_t] + (1 - a_t) / K,
+            q(x_t | x_s = j) = a_ts [j = x_t] + (1 - a_ts) / K,
+            p(x_s = j | x_t) = q(x_t | x_s = j) (a_s w_j + (1 - a_s) / K sum_i w_i).
+        absorbing: q(x_t = MASK | x0) = 1 - a_t for every x0, so the weight is a constant. A
+            colour cell stays (x0 = x_t); a MASK cell unmasks with probability
+            (a_s - a_t) / (1 - a_t) to a colour drawn from p(x0 | x_t), else stays MASK.
+        ``next_step = -1`` (a_s = 1) gives p(x0 | x_t) itself for both kernels.
+        """
+        a_t = self.alpha_bar(torch.tensor(step)).item()
+        a_s = self.alpha_bar(torch.tensor(next_step)).item()
         if self.kernel == "uniform":
             k = NUM_COLOURS
-            onehot = F.one_hot(x_t.clamp(max=k - 1), k).float()
-            from_t = a_ts * onehot + (1 - a_ts) / k  # q(x_t | x_s = j), (B, S, S, K)
-            from_0 = a_s * probs + (1 - a_s) / k  # sum_x0 p(x0) q(x_s = j | x0)
+            onehot = F.one_hot(x_t.clamp(max=k - 1), k).float()  # (B, S, S, K)
+            a_ts = a_t / max(a_s, 1e-12)  # alpha of the s -> t transition
+            from_t = a_ts * onehot + (1 - a_ts) / k  # q(x_t | x_s = j)
+            weight = probs / (a_t * onehot + (1 - a_t) / k).clamp(min=1e-12)  # p / q(x_t | x0)
+            from_0 = a_s * weight + (1 - a_s) / k * weight.sum(dim=-1, keepdim=True)
             post = from_t * from_0
             return post / post.sum(dim=-1, keepdim=True)
-        # absorbing: a MASK cell unmasks with prob (a_s - a_t) / (1 - a_t) to a colour ~ probs
         unmask = (a_s - a_t) / max(1 - a_t, 1e-12)
         masked = (x_t == MASK).unsqueeze(-1)
         colours = torch.cat([probs * unmask, torch.full_like(probs[..., :1], 1 - unmask)], -1)

@@ -48,6 +48,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -541,7 +542,8 @@ def find_adapter(run_dir: Path, name: str) -> Path:
 def _read_tensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(path)
-    except (OSError, ValueError, RuntimeError) as e:  # safetensors raises several types
+    # safetensors raises several types; a truncated header is its own SafetensorError
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
