@@ -26,11 +26,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# A second `make demo` reuses the trained run (evaluate + report only); delete it to retrain.
+# A second `make demo` reuses the trained run (evaluate + report only), or continues one that
+# was interrupted (Ctrl-C, kill); delete outputs/toiny_aa1/ to retrain.
 DEMO_RUN := outputs/toiny_aa1
 demo: $(STAMP)
 	$(BIN)/arcdiff pipeline --config toiny_aa1 --out $(DEMO_RUN) \
-		$(if $(wildcard $(DEMO_RUN)/checkpoints/final.pt),--skip-training,)
+		$(if $(wildcard $(DEMO_RUN)/checkpoints/final.pt),--skip-training,$(if \
+		$(wildcard $(DEMO_RUN)/config.json),--resume,))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

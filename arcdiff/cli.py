@@ -81,9 +81,10 @@ def train_command(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
-    """Train a denoiser; writes config.json, metrics.jsonl and checkpoints/ in the run directory."""
-    import torch
+    """Train a denoiser; writes config.json, metrics.jsonl and checkpoints/ in the run directory.
 
+    Ctrl-C or SIGTERM saves checkpoints/last.pt and exits 130 / 143; --resume continues."""
+    from arcdiff.train.device import select_device
     from arcdiff.train.trainer import train
 
     cfg = load_config(config, set_ or [])
@@ -93,7 +94,7 @@ def train_command(
         cfg,
         run_dir,
         resume=resume,
-        device=torch.device(device) if device else None,
+        device=select_device(device) if device else None,
         progress=progress,
         console=console,
         on_eval=_quick_eval_callback(cfg),
@@ -151,6 +152,9 @@ AdapterOpt = Annotated[
         "its tasks and split by default, scores in RUN/lora/NAME/eval/."
     ),
 ]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace earlier results made with other settings.")
+]
 
 
 @app.command("evaluate")
@@ -168,16 +172,19 @@ def evaluate_command(
     device: DeviceOpt = None,
     set_: SetOpt = None,
     adapter: AdapterOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Sample, vote and score a run; writes eval/<split>/{predictions,submission,scores}.json
-    (eval/<split>@<checkpoint>/ for a checkpoint other than final)."""
-    import torch
-
+    (eval/<split>@<checkpoint>/ for a checkpoint other than final, and eval/<split>~<tag>/
+    for settings other than the run's config, e.g. ~steps1-limit1)."""
     from arcdiff.eval.evaluate import evaluate_run, latest_run
+    from arcdiff.train.device import select_device
 
     if run is None:
         run = latest_run()
         console.print(f"evaluating the most recent run: {escape(str(run))}")
+    elif not run.is_dir():
+        raise CheckpointError(f"{run}: no such run directory")
     config_dir = run
     if adapter is not None:
         from arcdiff.train.lora import find_adapter
@@ -198,8 +205,10 @@ def evaluate_command(
         run,
         settings,
         adapter=adapter,
-        device=torch.device(device) if device else None,
+        device=select_device(device),
         console=console,
+        expect=cfg,
+        force=force,
     )
     _show_scores(scores, stats)
 
@@ -247,11 +256,13 @@ def lora_command(
     ] = True,
     device: DeviceOpt = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace adapters of the same name.")
+    ] = False,
 ) -> None:
     """Adapt a trained run to unseen tasks: new task embeddings plus peft LoRA (or the
     embeddings only, or every weight), trained on their demonstration pairs; then compare."""
-    import torch
-
+    from arcdiff.train.device import select_device
     from arcdiff.train.lora import load_base, lora_config, run_lora
 
     base_run = load_base(base, checkpoint)
@@ -273,9 +284,10 @@ def lora_command(
         merge=merge,
         evaluate=evaluate,
         baseline=baseline,
-        device=torch.device(device) if device else None,
+        device=select_device(device),
         console=console,
         progress=progress,
+        force=force,
     )
 
 
@@ -310,15 +322,14 @@ def pipeline_command(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train, evaluate the configured split, and write the report, into one run directory."""
-    import torch
-
     from arcdiff.eval.evaluate import evaluate_run
     from arcdiff.eval.report import write_report
+    from arcdiff.train.device import select_device
     from arcdiff.train.trainer import train
 
     cfg = load_config(config, set_ or [])
     run_dir = out or Path("outputs") / cfg.name
-    torch_device = torch.device(device) if device else None
+    torch_device = select_device(device) if device else None
     if not skip_training:
         console.print(config_tree(cfg))
         result = train(
@@ -334,7 +345,12 @@ def pipeline_command(
     elif not (run_dir / "checkpoints").is_dir():
         raise CheckpointError(f"{run_dir}: no trained run to reuse (drop --skip-training)")
     scores = evaluate_run(
-        run_dir, _eval_settings(cfg), device=torch_device, console=console, progress=progress
+        run_dir,
+        _eval_settings(cfg),
+        device=torch_device,
+        console=console,
+        progress=progress,
+        expect=cfg,
     )
     _show_scores(scores, stats)
     console.print(f"report: {escape(str(write_report(run_dir)))}")

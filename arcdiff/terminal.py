@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from arcdiff.errors import ArcdiffError
+from arcdiff.runs.paths import write_json
+
+__all__ = ["console", "err_console", "error_line", "user_errors", "write_json"]
 
 console = Console(emoji=False, highlight=False)
 err_console = Console(stderr=True, emoji=False, highlight=False)
@@ -46,13 +47,3 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Machine-readable output beside the tables (tmp file then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(
-        orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-    )
-    tmp.replace(path)

@@ -71,7 +71,10 @@ def test_evaluate_options_and_stats(runner, pipeline_run):
     assert result.exit_code == 0, result.output
     # another checkpoint's scores go beside the final ones, which stay as they were
     assert {p.name: p.read_bytes() for p in (out / "eval" / "aa1_train").iterdir()} == final
-    scores = orjson.loads((out / "eval" / "aa1_train@best" / "scores.json").read_bytes())
+    # named by the checkpoint and by the settings that differ from the run's config
+    tagged = out / "eval" / "aa1_train@best~steps2-nomaj-limit2-noema"
+    assert {p.name for p in (out / "eval").iterdir()} == {"aa1_train", tagged.name}
+    scores = orjson.loads((tagged / "scores.json").read_bytes())
     settings = scores["settings"]
     assert (settings["maj"], settings["num_augs"], settings["checkpoint"]) == (False, 1, "best")
     assert settings["use_ema"] is False and scores["summary"]["tasks"] == 2
@@ -96,13 +99,14 @@ def test_a_hidden_kaggle_split_is_predicted_to_a_submission(runner, pipeline_run
     for split in (str(path), "aa1:train"):
         result = runner.invoke(app, ["evaluate", "--run", str(out), "--split", split, *options])
         assert result.exit_code == 0, result.output
-    hidden = out / "eval" / "hidden_challenges.json@last"
+    hidden = out / "eval" / "hidden_challenges.json@last~steps2-nomaj"
     summary = orjson.loads((hidden / "scores.json").read_bytes())["summary"]
     assert summary["tasks"] == len(SMALL_TASKS) and summary["tasks_scored"] == 0
     assert summary["pass@2"] is None
     submission = orjson.loads((hidden / "submission.json").read_bytes())
     assert [len(submission[t.id]) for t in tasks] == [len(t.test_inputs) for t in tasks]
-    known = orjson.loads((out / "eval" / "aa1_train@last" / "submission.json").read_bytes())
+    known = out / "eval" / "aa1_train@last~steps2-nomaj" / "submission.json"
+    known = orjson.loads(known.read_bytes())
     assert submission == known
 
 
@@ -144,3 +148,80 @@ def test_evaluate_and_pipeline_without_a_run(runner, tmp_path, monkeypatch):
     )
     skip = runner.invoke(app, ["pipeline", "--out", str(tmp_path / "x"), "--skip-training"])
     assert "no trained run to reuse" in one_error_line(skip)
+
+
+def eval_files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_quick_evaluation_never_replaces_the_run_scores(runner, pipeline_run):
+    out, _ = pipeline_run
+    before = eval_files(out / "eval" / "aa1_train")
+    quick = ["evaluate", "--run", str(out), "--limit", "1", "--num-steps", "1"]
+    result = runner.invoke(app, quick)
+    assert result.exit_code == 0, result.output
+    assert eval_files(out / "eval" / "aa1_train") == before
+    scores = orjson.loads((out / "eval" / "aa1_train~steps1-limit1" / "scores.json").read_bytes())
+    assert (
+        scores["summary"]["tasks"] == 1
+        and scores["settings"]["folder"] == "aa1_train~steps1-limit1"
+    )
+    # without a terminal, each phase prints a line
+    assert "sampling 1 tasks of aa1:train" in result.stdout and "sampled in" in result.stdout
+
+
+def test_scores_made_with_other_settings_are_replaced_only_with_force(
+    runner, pipeline_run, tmp_path
+):
+    out, _ = pipeline_run
+    folder = out / "eval" / "aa1_train~steps2"
+    args = ["evaluate", "--run", str(out), "--num-steps", "2", "--limit", "1"]
+    assert runner.invoke(app, [*args[:-2]]).exit_code == 0  # all tasks: eval/aa1_train~steps2
+    before = eval_files(folder)
+    # the same folder, asked for by another config (eval.limit=1 in the run's config, say)
+    scores = orjson.loads(before["scores.json"])
+    scores["settings"]["limit"] = 1
+    (folder / "scores.json").write_bytes(orjson.dumps(scores))
+    refused = runner.invoke(app, args[:-2])
+    assert "holds scores made with limit=1 (now None); pass --force" in one_error_line(refused)
+    forced = runner.invoke(app, [*args[:-2], "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert orjson.loads((folder / "scores.json").read_bytes())["settings"]["limit"] is None
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--num-augs", "0"], ("--num-augs 0: must be >= 1",)),
+        (["--limit", "0"], ("--limit 0: must be >= 1",)),
+        (["--limit", "-1"], ("--limit -1: must be >= 1",)),
+        (["--num-steps", "0"], ("--num-steps 0: must be >= 1",)),
+        (["--device", "foo"], ("--device 'foo': not a device",)),
+        (["--set", "model.d_model=48"], ("--set does not match", "model.d_model: expected 32")),
+        (["--set", "eval.num_augs=0"], ("eval.num_augs", "must be >= 1")),
+    ],
+)
+def test_mistyped_evaluate_options_are_one_line(runner, pipeline_run, args, words):
+    out, _ = pipeline_run
+    before = eval_files(out / "eval" / "aa1_train")
+    line = one_error_line(runner.invoke(app, ["evaluate", "--run", str(out), *args]))
+    assert all(w in line for w in words), line
+    assert eval_files(out / "eval" / "aa1_train") == before
+
+
+def test_evaluate_a_missing_run_directory_says_so(runner, tmp_path):
+    line = one_error_line(runner.invoke(app, ["evaluate", "--run", str(tmp_path / "nope")]))
+    assert line.endswith("nope: no such run directory")
+
+
+def test_a_checkpoint_unlike_its_config_json_is_named(runner, pipeline_run, tmp_path):
+    out, _ = pipeline_run
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "checkpoints").symlink_to(out / "checkpoints")
+    cfg = orjson.loads((out / "config.json").read_bytes())
+    cfg["model"]["d_model"] = 256
+    (other / "config.json").write_bytes(orjson.dumps(cfg))
+    line = one_error_line(runner.invoke(app, ["evaluate", "--run", str(other)]))
+    assert "final.pt does not match" in line and "config.json: model.d_model" in line, line
+    assert not (other / "eval").exists()

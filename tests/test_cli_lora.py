@@ -91,7 +91,7 @@ def test_evaluate_reads_the_merged_run_like_any_other(adapted, runner):
     merged = base / "lora" / "shared" / "merged"
     result = runner.invoke(app, ["evaluate", "--run", str(merged), "--no-maj", "--num-steps", "2"])
     assert result.exit_code == 0, result.output
-    scores = orjson.loads((merged / "eval" / "aa1_train" / "scores.json").read_bytes())
+    scores = orjson.loads((merged / "eval" / "aa1_train~nomaj" / "scores.json").read_bytes())
     assert scores["summary"]["tasks"] == 2
 
 
@@ -224,3 +224,17 @@ def test_later_runs_join_the_comparison(base, runner, tmp_path):
     assert [r["name"] for r in rows] == ["baseline", "embeddings-only", "full"]
     assert rows[2]["lora"]["steps"] == 3 and rows[0]["lora"] == {}
     assert "embeddings-only" in result.stdout and "baseline" in result.stdout
+
+
+def test_an_existing_adapter_is_replaced_only_with_force(adapted, runner):
+    base, _, _ = adapted
+    shared = base / "lora" / "shared"
+    before = files_of(shared)
+    args = ["lora", "--base", str(base), "--tasks", "aa1:train", "--ids", f"{KNOWN},{NEW}"]
+    args += ["--mode", "shared", "--no-evaluate", *QUICK]
+    line = one_error_line(runner.invoke(app, args))
+    assert "shared already exists; pass --force" in line
+    assert files_of(shared) == before
+    result = runner.invoke(app, [*args, "--set", "lora.steps=4", "--force"])
+    assert result.exit_code == 0, result.output
+    assert orjson.loads((shared / "lora.json").read_bytes())["steps"] == 4

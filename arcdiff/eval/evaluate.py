@@ -14,17 +14,30 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from arcdiff.config import Config
+from arcdiff.config import Config, config_to_dict, load_config
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
-from arcdiff.errors import CheckpointError, DataError
+from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
+from arcdiff.runs.paths import write_json
+from arcdiff.train.checkpoint import first_difference
 from arcdiff.train.device import select_device
-from arcdiff.train.trainer import load_run_model
+from arcdiff.train.trainer import FROZEN_SECTIONS, load_run_model
 
 CHECKPOINTS = ("final", "best", "last")
+# settings that change what an evaluation predicts, with the short name of its folder's tag
+TAGGED = {
+    "num_steps": "steps",
+    "maj": "maj",
+    "num_augs": "augs",
+    "limit": "limit",
+    "use_ema": "ema",
+    "seed": "seed",
+    "size_vote": "sizevote",
+    "size_prior": "sizeprior",
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,13 @@ class EvalSettings:
     size_vote: bool = True
     size_prior: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "num_augs", "limit", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                option = "--" + name.replace("_", "-")
+                raise ConfigError(f"{option} {value}: must be >= 1 (eval.{name} in a config)")
+
     @classmethod
     def from_config(cls, cfg: Config, **given: Any) -> EvalSettings:
         """The config's eval section, with the options given (not None) on top."""
@@ -55,11 +75,74 @@ def split_dirname(split: str) -> str:
     return Path(split.rstrip("/")).name.replace(":", "_") or "split"
 
 
-def eval_dirname(split: str, checkpoint: str = "final") -> str:
+def settings_tag(settings: EvalSettings, reference: EvalSettings) -> str:
+    """The settings that differ from the run's own, e.g. ``steps1-limit1`` ('' if none)."""
+    parts = []
+    for name, short in TAGGED.items():
+        value = getattr(settings, name)
+        if value != getattr(reference, name):
+            parts.append(
+                f"{short}{value}"
+                if not isinstance(value, bool)
+                else (short if value else f"no{short}")
+            )
+    return "-".join(parts)
+
+
+def eval_dirname(split: str, checkpoint: str = "final", tag: str = "") -> str:
     """Where one evaluation is written under ``eval/``: the split's name, with ``@checkpoint``
-    for any checkpoint but ``final``, so scoring a snapshot never overwrites the final scores."""
+    for any checkpoint but ``final`` and ``~tag`` for settings other than the run's own
+    (:func:`settings_tag`), so a quick or a snapshot evaluation never replaces the run's
+    scores."""
     name = split_dirname(split)
-    return name if checkpoint == "final" else f"{name}@{checkpoint}"
+    name = name if checkpoint == "final" else f"{name}@{checkpoint}"
+    return f"{name}~{tag}" if tag else name
+
+
+def run_eval_settings(config_dir: Path, split: str) -> EvalSettings | None:
+    """The evaluation a run's own config.json asks for (on ``split``); None without one."""
+    path = config_dir / "config.json"
+    if not path.is_file():
+        return None
+    return EvalSettings.from_config(load_config(path), split=split)
+
+
+def _check_existing(out: Path, settings: dict[str, Any], force: bool) -> None:
+    """Refuse to replace scores made with other settings, unless ``force``."""
+    path = out / "scores.json"
+    if force or not path.is_file():
+        return
+    try:
+        saved = orjson.loads(path.read_bytes()).get("settings", {})
+    except orjson.JSONDecodeError:
+        saved = {}
+    for name in ("split", "checkpoint", *TAGGED):
+        if name in saved and saved[name] != settings[name]:
+            raise OutputError(
+                f"{out} holds scores made with {name}={saved[name]!r} (now {settings[name]!r}); "
+                "pass --force to replace them"
+            )
+
+
+def _check_config(cfg: Config, path: Path, config_dir: Path, expect: Config | None) -> None:
+    """The checkpoint must match its run's config.json, and ``expect`` (the config with the
+    user's --set overrides) must not ask for another model, diffusion or data section."""
+    trained = config_to_dict(cfg)
+    json_path = config_dir / "config.json"
+    checks = []
+    if json_path.is_file():
+        checks.append(
+            (config_to_dict(load_config(json_path)), f"{path} does not match {json_path}")
+        )
+    if expect is not None:
+        checks.append((config_to_dict(expect), f"--set does not match the checkpoint {path}"))
+    for wanted, message in checks:
+        for section in FROZEN_SECTIONS:
+            diff = first_difference(trained[section], wanted[section], f"{section}.")
+            if diff:
+                raise CheckpointError(
+                    f"{message}: {diff} (evaluation uses the trained model's settings)"
+                )
 
 
 def latest_run(outputs: Path = Path("outputs")) -> Path:
@@ -74,12 +157,6 @@ def latest_run(outputs: Path = Path("outputs")) -> Path:
     return newest[1]
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2) + b"\n")
-    tmp.replace(path)
-
-
 def evaluate_run(
     run_dir: Path,
     settings: EvalSettings,
@@ -89,13 +166,21 @@ def evaluate_run(
     console: Console | None = None,
     progress: bool = True,
     out_name: str | None = None,
+    expect: Config | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Predict, vote and score one split of a run; returns and writes scores.json.
 
     ``adapter`` names a LoRA adapter of the run (``RUN/lora/NAME``): the base model with it,
     scored into the adapter's own ``eval/``; the base run's files stay as they are.
-    ``out_name``: the folder under ``eval/`` (default :func:`eval_dirname`)."""
+    ``out_name``: the folder under ``eval/`` (default :func:`eval_dirname`, tagged with the
+    settings that differ from the run's config.json). Scores made with other settings are
+    not replaced unless ``force``. ``expect``: the config the caller resolved (with --set);
+    a model, diffusion or data field that differs from the checkpoint is a CheckpointError."""
     device = device or select_device()
+    console = console or Console()
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
     if adapter is None:
         path = run_dir / "checkpoints" / f"{settings.checkpoint}.pt"
         if settings.checkpoint not in CHECKPOINTS and not path.is_file():
@@ -105,6 +190,7 @@ def evaluate_run(
                 f"(has: {', '.join(saved) or 'none'})"
             )
         model, cfg, state = load_run_model(path, use_ema=settings.use_ema)
+        _check_config(cfg, path, run_dir, expect)
         predict, out_root = functools.partial(predict_tasks, model.to(device)), run_dir
     else:  # a LoRA adapter of this run (arcdiff lora): its tasks, scores in its own directory
         from arcdiff.train.lora import load_adapted
@@ -125,8 +211,15 @@ def evaluate_run(
             f"{settings.split}: no tasks to evaluate (after the run's max_size "
             f"{cfg.data.max_size} and data.ids filters)"
         )
+    reference = run_eval_settings(out_root, settings.split) or settings
+    tag = settings_tag(settings, reference)
+    out = out_root / "eval" / (out_name or eval_dirname(settings.split, settings.checkpoint, tag))
+    described = {**vars(settings), "num_augs": settings.num_augs if settings.maj else 1}
+    _check_existing(out, described, force)
     diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
     task_index = {task_id: i for i, task_id in enumerate(state["task_ids"])}
+    if not console.is_terminal and progress:  # no bar in a log file: a line per phase
+        console.print(f"sampling {len(tasks)} tasks of {settings.split} into {out}", markup=False)
     start = time.monotonic()
     bar = Progress(
         TextColumn("[bold]sample"),
@@ -153,21 +246,21 @@ def evaluate_run(
             size_prior=settings.size_prior,
         )
     wall = time.monotonic() - start
+    if not console.is_terminal and progress:
+        console.print(f"sampled in {wall:.1f} s", markup=False)
     scores = score_split(predictions, tasks.tasks, tasks.solutions)
     scores["settings"] = {
-        **vars(settings),
+        **described,
         "run": str(run_dir),
-        "num_augs": settings.num_augs if settings.maj else 1,
         "device": str(device),
         "wall_s": wall,
         "step": state["step"],
         "adapter": adapter,
+        "folder": out.name,
     }
-    out = out_root / "eval" / (out_name or eval_dirname(settings.split, settings.checkpoint))
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "predictions.json", predictions_json(predictions))
-    _write_json(out / "submission.json", submission(predictions))
-    _write_json(out / "scores.json", scores)
+    write_json(out / "predictions.json", predictions_json(predictions))
+    write_json(out / "submission.json", submission(predictions))
+    write_json(out / "scores.json", scores)
     return scores
 
 

@@ -31,7 +31,7 @@ from arcdiff.image.image_sample import (
     slerp,
 )
 from arcdiff.image.image_train import Run, load_data, read_metrics, to_model_range
-from arcdiff.terminal import write_json
+from arcdiff.runs.paths import write_json
 
 Progress = Callable[[str, int, int], None]
 RECONSTRUCT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)

@@ -31,7 +31,7 @@ from arcdiff.image.gaussian import GaussianDiffusion
 from arcdiff.image.image_config import ImageConfig, image_config_from_dict
 from arcdiff.image.images import ImageSet, load_images
 from arcdiff.image.unet import UNet, count_parameters
-from arcdiff.terminal import write_json
+from arcdiff.runs.paths import write_json
 from arcdiff.train.checkpoint import (
     first_difference,
     load_checkpoint,

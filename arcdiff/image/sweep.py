@@ -19,7 +19,7 @@ from arcdiff.image.diagnostics import image_shape
 from arcdiff.image.features import classifier_for_run, embed, frechet_distance, sample_quality
 from arcdiff.image.image_sample import Sampler, generate
 from arcdiff.image.image_train import Run, load_data, to_model_range
-from arcdiff.terminal import write_json
+from arcdiff.runs.paths import write_json
 
 Progress = Callable[[str, int, int], None]
 METRIC_NOTE = (

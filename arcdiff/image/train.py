@@ -28,7 +28,7 @@ from arcdiff.image import datasets
 from arcdiff.image.gaussian import PREDICTIONS, SAMPLERS, GaussianDiffusion
 from arcdiff.image.metrics import knn_kl_divergence
 from arcdiff.image.mlp import EMBEDDINGS, MLPDenoiser
-from arcdiff.terminal import write_json
+from arcdiff.runs.paths import write_json
 
 METRIC_KEYS = ("training_time", "eval_loss", "inference_time", "kl_divergence")
 # The published baseline (AI-Scientist templates/2d_diffusion, run_0/final_info.json)

@@ -65,11 +65,11 @@ from arcdiff.config import (
 from arcdiff.data.dataset import Batch, TrainingStream
 from arcdiff.data.tasks import Grid, Task, TaskSet, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.errors import CheckpointError, ConfigError, DataError, TrainingError
+from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError, TrainingError
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import Predictions, score_split
 from arcdiff.model.denoiser import Denoiser
-from arcdiff.terminal import write_json
+from arcdiff.runs.paths import write_json
 from arcdiff.train.checkpoint import first_difference, load_state_strict, save_checkpoint
 from arcdiff.train.device import select_device
 from arcdiff.train.logging import MetricsLogger
@@ -704,8 +704,11 @@ def run_lora(
     device: torch.device | None = None,
     console: Console | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> list[ModeResult]:
     """``arcdiff lora``: adapt ``base`` to ``source``'s tasks in each mode, save, score, compare.
+
+    An adapter name that exists in ``out`` is refused (before any training) unless ``force``.
 
     With ``evaluate`` (and ``baseline``), the untrained model (new rows at their mean) is scored
     first; every adaptation then trains, saves to ``out/<name>/`` (default ``RUN/lora``) and is
@@ -725,6 +728,9 @@ def run_lora(
     tasks = load_tasks(source, max_size=cfg.data.max_size, ids=ids, limit=limit)
     if not len(tasks):
         raise DataError(f"{source}: no tasks to adapt to (after the base's max_size filter)")
+    if any(m in LORA_MODES for m in modes):
+        _check_targets(base.model, cfg.lora.target_modules)
+    _check_names(out, names, force)
     task_ids = adapted_task_ids(base.task_ids, tasks.tasks)
     console.print(
         f"adapting {base.run_dir} (step {base.step}, {len(base.task_ids)} tasks) to "
@@ -765,6 +771,21 @@ def run_lora(
     rows = _join_comparison(out / "comparison.json", source, results)
     console.print(comparison_table(rows, source))
     return rows
+
+
+def _check_names(out: Path, names: Sequence[str], force: bool) -> None:
+    """Before any training: a name whose folder exists is refused, unless it is an adapter
+    and ``force`` says to replace it."""
+    for name in names:
+        folder = out / name
+        if not folder.exists():
+            continue
+        if not (folder / MANIFEST).is_file():
+            raise CheckpointError(f"{folder}: exists and is not an adapter; choose another --name")
+        if not force:
+            raise OutputError(
+                f"{folder} already exists; pass --force to replace it or choose another --name"
+            )
 
 
 def _fresh(path: Path) -> Path:

@@ -565,7 +565,9 @@ def train(
             if val_batch is not None and val_step != step:  # stopped by the clock: validate now
                 if lines:
                     say(f"validating on {n_val} held-out pairs (step {step})")
-                val, val_step = validate_now(), step
+                shown = progress and ddp.is_main and console.is_terminal
+                with console.status("validating") if shown else contextlib.nullcontext():
+                    val, val_step = validate_now(), step
                 logger.log(step, val)
             save("last", "final")
         else:

@@ -1,0 +1,1 @@
+"""The run-directory contract: what every layer above reads and writes in ``outputs/<name>/``."""
