@@ -193,9 +193,9 @@ def test_the_time_budget_includes_the_closing_validation(tmp_path, monkeypatch):
 
 def test_the_closing_validation_estimate_scales_with_its_passes():
     cfg = load_config(None, overrides(**{"train.batch_size": 8, "model.self_condition": False}))
-    assert trainer_module._final_val_estimate(0.3, 16, cfg) == pytest.approx(5 * 0.3 * 2 / 3)
+    assert trainer_module._final_val_estimate(0.3, 16, cfg) == pytest.approx(5 * 0.3 * 2 / 2)
     sc = load_config(None, overrides(**{"train.batch_size": 8, "model.self_condition": True}))
-    assert trainer_module._final_val_estimate(0.3, 16, sc) == pytest.approx(10 * 0.3 * 2 / 3)
+    assert trainer_module._final_val_estimate(0.3, 16, sc) == pytest.approx(10 * 0.3 * 2 / 2)
 
 
 @pytest.fixture
@@ -237,7 +237,7 @@ def test_a_full_disk_stops_training_with_the_last_checkpoint_intact(small_disk):
     extra = {"train.quick_eval_every": 1, "train.eval_every": 3}
     with pytest.raises(OutputError, match=r"last.pt: could not write the checkpoint") as e:
         quiet_train(run, on_eval=fill_after_first_save, extra=extra)
-    assert "No space left on device" in str(e.value) and "previous checkpoint is intact" in str(
+    assert "No space left on device" in str(e.value) and "previous version is intact" in str(
         e.value
     )
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3

@@ -122,7 +122,9 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OutputError, match=r"last.pt: could not write .*disk full.*intact"):
+    with pytest.raises(
+        OutputError, match=r"last.pt: could not write .*disk full.*previous version is intact"
+    ):
         save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "step": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1

@@ -49,7 +49,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         cause = _write_failure(e)
         if cause is None:
             raise
-        kept = "the previous checkpoint is intact" if path.exists() else "nothing was written"
+        kept = "its previous version is intact" if path.exists() else "earlier ones are intact"
         reason = cause.strerror or str(cause)
         raise OutputError(f"{path}: could not write the checkpoint ({reason}); {kept}") from None
     except BaseException:  # Ctrl-C or a kill signal mid-save: leave no half-written file
