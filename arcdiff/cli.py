@@ -84,7 +84,7 @@ def train_command(
     """Train a denoiser; writes config.json, metrics.jsonl and checkpoints/ in the run directory.
 
     Ctrl-C or SIGTERM saves checkpoints/last.pt and exits 130 / 143; --resume continues."""
-    from arcdiff.train.device import select_device
+    from arcdiff.runs.paths import select_device
     from arcdiff.train.trainer import train
 
     cfg = load_config(config, set_ or [])
@@ -178,7 +178,7 @@ def evaluate_command(
     (eval/<split>@<checkpoint>/ for a checkpoint other than final, and eval/<split>~<tag>/
     for settings other than the run's config, e.g. ~steps1-limit1)."""
     from arcdiff.eval.evaluate import evaluate_run, latest_run
-    from arcdiff.train.device import select_device
+    from arcdiff.runs.paths import select_device
 
     if run is None:
         run = latest_run()
@@ -262,7 +262,7 @@ def lora_command(
 ) -> None:
     """Adapt a trained run to unseen tasks: new task embeddings plus peft LoRA (or the
     embeddings only, or every weight), trained on their demonstration pairs; then compare."""
-    from arcdiff.train.device import select_device
+    from arcdiff.runs.paths import select_device
     from arcdiff.train.lora import load_base, lora_config, run_lora
 
     base_run = load_base(base, checkpoint)
@@ -324,7 +324,7 @@ def pipeline_command(
     """Train, evaluate the configured split, and write the report, into one run directory."""
     from arcdiff.eval.evaluate import evaluate_run
     from arcdiff.eval.report import write_report
-    from arcdiff.train.device import select_device
+    from arcdiff.runs.paths import select_device
     from arcdiff.train.trainer import train
 
     cfg = load_config(config, set_ or [])

@@ -5,7 +5,8 @@
 
 Training: one model and optimizer; steps drawn from a full-canvas stream and from a stream
 with ``data.bucket_window`` (default 16) alternate, so both see the same machine load. Each
-step is sample, corrupt, forward, loss, backward, AdamW (self-conditioning off, so every step
+step is the library's TrainStep: sample, corrupt, forward, loss, backward, clip, AdamW
+(self-conditioning off, so every step
 costs the same). ``--warmup`` steps of each kind are not timed; rates are total examples over
 total time, on the wall clock and on this process's CPU clock (``time.process_time``; with
 one thread, the rate a quiet machine would give even when other jobs share the cores).
@@ -34,7 +35,9 @@ from arcdiff.data.dataset import stream_from_config
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.eval.sample import predict_tasks
-from arcdiff.train.trainer import build_model, diffusion_loss, make_optimizer
+from arcdiff.runs.checkpoint import build_model
+from arcdiff.train.optim import make_optimizer
+from arcdiff.train.step import TrainStep
 
 
 def timed(fn) -> tuple[float, float]:
@@ -54,19 +57,20 @@ def train_rates(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     }
     torch.manual_seed(0)
     model = build_model(cfg, streams["full canvas"].num_tasks)
-    optimizer = make_optimizer(model, cfg, torch.device("cpu"))
-    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
+    optimizer = make_optimizer(model, cfg.train.lr, cfg.train.weight_decay, torch.device("cpu"))
+    take_step = TrainStep(  # the library's step; no scheduler or EMA, as before
+        model=model,
+        diffusion=DiscreteDiffusion.from_config(cfg.diffusion),
+        optimizer=optimizer,
+        grad_clip=cfg.train.grad_clip,
+        size_loss_weight=cfg.diffusion.size_loss_weight,
+    )
     generator = torch.Generator().manual_seed(0)
 
     def step(stream) -> None:
-        batch = stream.sample(cfg.train.batch_size)
-        steps = diffusion.sample_steps(len(batch), generator)
-        loss, _, _ = diffusion_loss(
-            model, batch, diffusion, steps, generator, cfg.diffusion.size_loss_weight, False
+        take_step(
+            stream.sample, cfg.train.batch_size, generator, generator, 0, device=torch.device("cpu")
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
     totals = {name: [0.0, 0.0] for name in streams}
     for i in range(args.warmup + args.steps):

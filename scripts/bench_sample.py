@@ -28,8 +28,8 @@ from arcdiff.data.dataset import stream_from_config
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.eval.sample import predict_tasks
-from arcdiff.train.device import select_device
-from arcdiff.train.trainer import build_model, load_run_model
+from arcdiff.runs.checkpoint import build_model, load_run_model
+from arcdiff.runs.paths import select_device
 
 
 def main() -> None:

@@ -10,13 +10,12 @@
    the threads the training uses. It is measured before and after the steps (other jobs share
    the machine) and MFU is taken against the higher of the two.
 2. Steps: the stream, model, optimizer, LR schedule, EMA and diffusion are built as
-   ``arcdiff.train.trainer.train`` builds them (``stream_from_config``, ``build_model``,
-   ``make_optimizer``, ``DiscreteDiffusion``, ``diffusion_loss``, ``ema_update``); one step is
-   sample + corrupt, forward, loss, backward, clip, AdamW, scheduler and EMA, as in the trainer
-   (no validation, logging or checkpoints). Steps with and without the self-conditioning first
-   pass alternate, so both see the same machine load; ``--warmup`` steps of each are not
-   timed. The median and best of ``--steps`` timed steps of each kind are reported, plus the
-   mix the trainer runs (SC on ``train.self_cond_prob`` of the steps).
+   ``arcdiff.train.trainer.train`` builds them, and each step is the library's own
+   ``arcdiff.train.step.TrainStep``: sample + corrupt, forward, loss, backward, clip, AdamW,
+   scheduler and EMA (no validation, logging or checkpoints). Steps with and without the
+   self-conditioning first pass alternate, so both see the same machine load; ``--warmup``
+   steps of each are not timed. The median and best of ``--steps`` timed steps of each kind
+   are reported, plus the mix the trainer runs (SC on ``train.self_cond_prob`` of the steps).
 
 Model FLOPs per step are analytic (B examples, N = 1 + 2 S^2 tokens for canvas side
 S = data.max_size, d = d_model, h = int(d * mlp_ratio), L layers, 64 noise frequencies)::
@@ -62,17 +61,13 @@ from rich.table import Table
 from torch import nn
 
 from arcdiff.config import Config, apply_overrides, config_to_dict, load_config
-from arcdiff.data.dataset import Batch, TrainingStream, stream_from_config
+from arcdiff.data.dataset import TrainingStream, stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.model.denoiser import NUM_COLOURS
-from arcdiff.train.device import select_device
-from arcdiff.train.trainer import (
-    build_model,
-    diffusion_loss,
-    ema_update,
-    lr_factor,
-    make_optimizer,
-)
+from arcdiff.runs.checkpoint import build_model
+from arcdiff.runs.paths import select_device
+from arcdiff.train.optim import lr_factor, make_optimizer
+from arcdiff.train.step import TrainStep
 
 NOISE_FREQS = 64  # NoiseLevelEmbedding's default: its MLP reads 2 * 64 features
 CPU_PEAK_SIZES = (1024, 2048)
@@ -171,92 +166,65 @@ class Trainee:
 
     cfg: Config
     stream: TrainingStream
-    diffusion: DiscreteDiffusion
     model: nn.Module
-    train_model: nn.Module
-    ema: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    take_step: TrainStep  # the library's own step, timed as the trainer runs it
     noise_gen: torch.Generator
     device: torch.device
-    autocast: Any
     step: int = 0
 
 
 def build_trainee(cfg: Config, device: torch.device, compile_model: bool) -> Trainee:
     torch.manual_seed(cfg.train.seed)
     stream = stream_from_config(cfg.data)
-    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
     model = build_model(cfg, stream.num_tasks).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = make_optimizer(model, cfg, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    train_model = torch.compile(model) if compile_model else model
+    optimizer = make_optimizer(model, cfg.train.lr, cfg.train.weight_decay, device)
     use_bf16 = cfg.train.bf16 and device.type == "cuda"
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    take_step = TrainStep(
+        model=model,
+        forward=torch.compile(model) if compile_model else model,
+        diffusion=DiscreteDiffusion.from_config(cfg.diffusion),
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg)),
+        ema=copy.deepcopy(model).requires_grad_(False),
+        ema_decay=cfg.train.ema_decay,
+        grad_clip=cfg.train.grad_clip,
+        size_loss_weight=cfg.diffusion.size_loss_weight,
+        grad_accum=cfg.train.grad_accum,
+        autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if use_bf16
+        else contextlib.nullcontext,
+        sync=lambda: sync(device),
     )
     return Trainee(
         cfg=cfg,
         stream=stream,
-        diffusion=diffusion,
         model=model,
-        train_model=train_model,
-        ema=ema,
-        optimizer=optimizer,
-        scheduler=scheduler,
+        take_step=take_step,
         noise_gen=torch.Generator().manual_seed(cfg.train.seed * 1000),
         device=device,
-        autocast=autocast,
     )
 
 
 def train_step(t: Trainee, self_cond: bool) -> dict[str, float]:
     """One optimizer step as the trainer takes it; seconds of each phase and the loss."""
-    cfg, device = t.cfg, t.device
-    micro = cfg.train.batch_size // cfg.train.grad_accum
-    phases = {"data": 0.0, "fwd_bwd": 0.0, "optim": 0.0}
-    sync(device)
+    sync(t.device)
     start, cpu_start = time.perf_counter(), time.process_time()
     faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t.model.train()
-    t.optimizer.zero_grad(set_to_none=True)
-    loss_sum = 0.0
-    for _ in range(cfg.train.grad_accum):
-        t0 = time.perf_counter()
-        batch = t.stream.sample(micro)
-        batch = Batch(**{k: v.to(device) for k, v in vars(batch).items()})
-        steps = t.diffusion.sample_steps(micro, t.noise_gen)
-        sync(device)
-        t1 = time.perf_counter()
-        with t.autocast:  # the trainer's own loss: corruption (on the CPU), denoise, score
-            loss, _, _ = diffusion_loss(
-                t.train_model,
-                batch,
-                t.diffusion,
-                steps,
-                t.noise_gen,
-                cfg.diffusion.size_loss_weight,
-                self_cond,
-            )
-            (loss / cfg.train.grad_accum).backward()
-        loss_sum += loss.item() / cfg.train.grad_accum  # the trainer's .item() syncs here too
-        phases["data"] += t1 - t0
-        phases["fwd_bwd"] += time.perf_counter() - t1
-    t2 = time.perf_counter()
-    grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.train.grad_clip)
-    grad_norm.item()
-    t.optimizer.step()
-    t.scheduler.step()
+    r = t.take_step(
+        t.stream.sample,
+        t.cfg.train.batch_size,
+        t.noise_gen,
+        t.noise_gen,
+        t.step,
+        device=t.device,
+        self_cond=self_cond,
+    )
     t.step += 1
-    ema_update(t.ema, t.model, cfg.train.ema_decay, t.step)
-    sync(device)
     end = time.perf_counter()
-    phases["optim"] = end - t2
     cpu = time.process_time() - cpu_start  # this process's CPU seconds, all its threads
     # first touches of fresh pages: large tensors malloc hands back to the OS and maps again
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start
-    return {"total": end - start, **phases, "cpu": cpu, "faults": faults, "loss": loss_sum}
+    return {"total": end - start, **r.seconds, "cpu": cpu, "faults": faults, "loss": r.loss}
 
 
 def time_steps(t: Trainee, steps: int, warmup: int, self_cond_ok: bool) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from arcdiff.data.encode import encode_grids
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.eval.sample import DIHEDRAL_BITS, demo_size_prior, size_logprobs, size_votes
-from arcdiff.train.trainer import load_run_model
+from arcdiff.runs.checkpoint import load_run_model
 
 VIEWS = 8
 

@@ -10,8 +10,9 @@ import torch
 import torch.multiprocessing as mp
 
 from arcdiff.config import load_config
+from arcdiff.runs.checkpoint import build_model
 from arcdiff.train.logging import read_metrics
-from arcdiff.train.trainer import build_model, train
+from arcdiff.train.trainer import train
 from tests.conftest import tiny_overrides
 
 

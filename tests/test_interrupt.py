@@ -21,10 +21,11 @@ import torch
 from arcdiff.cli import app
 from arcdiff.config import load_config
 from arcdiff.errors import OutputError
+from arcdiff.runs.checkpoint import load_checkpoint
 from arcdiff.train import trainer as trainer_module
-from arcdiff.train.checkpoint import load_checkpoint
 from arcdiff.train.logging import read_metrics
 from arcdiff.train.trainer import train
+from arcdiff.train.validate import closing_estimate
 from tests.conftest import tiny_overrides
 from tests.test_cli import one_error_line
 
@@ -193,9 +194,9 @@ def test_the_time_budget_includes_the_closing_validation(tmp_path, monkeypatch):
 
 def test_the_closing_validation_estimate_scales_with_its_passes():
     cfg = load_config(None, overrides(**{"train.batch_size": 8, "model.self_condition": False}))
-    assert trainer_module._final_val_estimate(0.3, 16, cfg) == pytest.approx(5 * 0.3 * 2 / 2)
+    assert closing_estimate(0.3, 16, cfg) == pytest.approx(5 * 0.3 * 2 / 2)
     sc = load_config(None, overrides(**{"train.batch_size": 8, "model.self_condition": True}))
-    assert trainer_module._final_val_estimate(0.3, 16, sc) == pytest.approx(10 * 0.3 * 2 / 2)
+    assert closing_estimate(0.3, 16, sc) == pytest.approx(10 * 0.3 * 2 / 2)
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ from arcdiff.data.encode import decode_grids, encode_grids
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.eval.sample import sample
+from arcdiff.runs.checkpoint import build_model
 from arcdiff.train.logging import read_metrics
-from arcdiff.train.trainer import build_model, train
+from arcdiff.train.trainer import train
 from tests.conftest import tiny_overrides
 
 TASK = "3c9b0459"  # aa1:train, 3x3 grids rotated by 180 degrees

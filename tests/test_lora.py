@@ -12,7 +12,7 @@ from arcdiff.data.dataset import TrainingStream
 from arcdiff.data.tasks import TaskSet, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import CheckpointError, ConfigError, DataError
-from arcdiff.train.checkpoint import load_checkpoint, save_checkpoint
+from arcdiff.runs.checkpoint import load_checkpoint, load_run_model, save_checkpoint
 from arcdiff.train.lora import (
     adapt,
     adapted_task_ids,
@@ -26,7 +26,8 @@ from arcdiff.train.lora import (
     save_adapted,
     save_merged,
 )
-from arcdiff.train.trainer import diffusion_loss, load_run_model, train
+from arcdiff.train.step import diffusion_loss
+from arcdiff.train.trainer import train
 from tests.conftest import SMALL_TASKS, tiny_overrides
 
 KNOWN, NEW = SMALL_TASKS[4], SMALL_TASKS[5]  # the base trains on SMALL_TASKS[:5]

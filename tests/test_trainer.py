@@ -7,16 +7,18 @@ from arcdiff.config import load_config
 from arcdiff.data.dataset import Batch, stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import CheckpointError, OutputError, TrainingError
-from arcdiff.train.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
-from arcdiff.train.logging import read_metrics
-from arcdiff.train.trainer import (
+from arcdiff.runs.checkpoint import (
     build_model,
-    diffusion_loss,
-    ema_update,
+    load_checkpoint,
     load_run_model,
-    train,
-    validate,
+    load_state_strict,
+    save_checkpoint,
 )
+from arcdiff.train.logging import read_metrics
+from arcdiff.train.optim import ema_decay_at, ema_update
+from arcdiff.train.step import diffusion_loss
+from arcdiff.train.trainer import train
+from arcdiff.train.validate import validate
 from tests.conftest import tiny_overrides
 
 
@@ -244,9 +246,9 @@ def test_ema_follows_the_warm_up_decay():
     with torch.no_grad():
         ema.weight.fill_(0.0)
         model.weight.fill_(1.0)
-    ema_update(ema, model, decay=0.999, step=1)  # decay min(0.999, 2 / 11)
+    ema_update(ema, model, ema_decay_at(1, 0.999))  # decay min(0.999, 2 / 11)
     assert ema.weight.item() == pytest.approx(9 / 11)
-    ema_update(ema, model, decay=0.5, step=90)  # decay min(0.5, 91 / 100)
+    ema_update(ema, model, ema_decay_at(90, 0.5))  # decay min(0.5, 91 / 100)
     assert ema.weight.item() == pytest.approx(1 - 0.5 * 2 / 11)
 
 
@@ -316,7 +318,7 @@ def test_batch_size_must_split_into_accumulation_steps(tmp_path):
 
 
 def test_the_learning_rate_anneals_by_steps_or_by_the_time_budget():
-    from arcdiff.train.trainer import lr_factor
+    from arcdiff.train.optim import lr_factor
 
     cfg = tiny(train__max_steps=100, train__warmup_steps=10)
     assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == 1.0

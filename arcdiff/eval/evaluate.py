@@ -21,10 +21,9 @@ from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
-from arcdiff.runs.paths import write_json
-from arcdiff.train.checkpoint import first_difference
-from arcdiff.train.device import select_device
-from arcdiff.train.trainer import FROZEN_SECTIONS, load_run_model
+from arcdiff.runs.checkpoint import first_difference, load_run_model
+from arcdiff.runs.paths import select_device, write_json
+from arcdiff.train.resume import FROZEN_SECTIONS
 
 CHECKPOINTS = ("final", "best", "last")
 # settings that change what an evaluation predicts, with the short name of its folder's tag

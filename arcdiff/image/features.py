@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import Tensor, nn
 
-from arcdiff.train.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from arcdiff.runs.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 
 FEATURE_DIM = 64
 

@@ -31,13 +31,13 @@ from arcdiff.image.gaussian import GaussianDiffusion
 from arcdiff.image.image_config import ImageConfig, image_config_from_dict
 from arcdiff.image.images import ImageSet, load_images
 from arcdiff.image.unet import UNet, count_parameters
-from arcdiff.runs.paths import write_json
-from arcdiff.train.checkpoint import (
+from arcdiff.runs.checkpoint import (
     first_difference,
     load_checkpoint,
     load_state_strict,
     save_checkpoint,
 )
+from arcdiff.runs.paths import code_version, write_json
 from arcdiff.train.logging import read_metrics
 
 CHECKPOINT_KIND = "arcdiff.image.unet"
@@ -129,8 +129,6 @@ class Run:
 def checkpoint_state(
     run: Run, optimizer: torch.optim.Optimizer, gen: torch.Generator, args: dict[str, Any]
 ) -> dict[str, Any]:
-    from arcdiff.train.trainer import code_version
-
     return {
         "kind": CHECKPOINT_KIND,
         "model": run.model.state_dict(),

@@ -1,11 +1,41 @@
-"""Files of a run directory: atomic JSON writes that leave no half-written file behind."""
+"""The layout of a run directory and what every command needs to find and write in one.
+
+``outputs/<name>/``: ``config.json`` (the resolved config), ``metrics.jsonl`` (one row per
+step), ``checkpoints/<name>.pt`` (``final``, ``best``, ``last``, ``step_*``, ``min_*``),
+``eval/<split>[@checkpoint][~settings]/`` and ``report/``.
+"""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import orjson
+import torch
+
+import arcdiff
+from arcdiff.errors import CheckpointError, ConfigError
+
+CHECKPOINTS = ("final", "best", "last")  # the checkpoints every finished run has
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+def checkpoint_path(run_dir: Path, name: str = "final") -> Path:
+    return run_dir / "checkpoints" / f"{name}.pt"
+
+
+def latest_run(outputs: Path = Path("outputs")) -> Path:
+    """The run directory under ``outputs`` whose newest checkpoint is the most recent."""
+    newest: tuple[float, Path] | None = None
+    for ckpt in outputs.glob("*/checkpoints/*.pt"):
+        mtime = ckpt.stat().st_mtime
+        if newest is None or mtime > newest[0]:
+            newest = (mtime, ckpt.parent.parent)
+    if newest is None:
+        raise CheckpointError(f"no run with checkpoints under {outputs}/; train one or pass --run")
+    return newest[1]
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -20,3 +50,35 @@ def write_json(path: Path, payload: Any) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def code_version() -> str:
+    """arcdiff's version plus the git commit when run from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(arcdiff.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{arcdiff.__version__}+{sha}" if sha else arcdiff.__version__
+
+
+def select_device(name: str | None = None) -> torch.device:
+    """``name`` if given (a ConfigError if torch does not know it), else cuda, mps, cpu."""
+    if name:
+        try:
+            return torch.device(name)
+        except RuntimeError:
+            raise ConfigError(
+                f"--device {name!r}: not a device (expected cpu, cuda, cuda:N or mps)"
+            ) from None
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

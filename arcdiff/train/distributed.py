@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from arcdiff.train.device import select_device
+from arcdiff.runs.paths import select_device
 
 
 class Distributed:

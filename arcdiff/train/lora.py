@@ -29,7 +29,6 @@ files are never written. An adapter directory (``RUN/lora/<name>/``) holds:
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import shutil
 import time
@@ -69,17 +68,17 @@ from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError,
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import Predictions, score_split
 from arcdiff.model.denoiser import Denoiser
-from arcdiff.runs.paths import write_json
-from arcdiff.train.checkpoint import first_difference, load_state_strict, save_checkpoint
-from arcdiff.train.device import select_device
-from arcdiff.train.logging import MetricsLogger
-from arcdiff.train.trainer import (
+from arcdiff.runs.checkpoint import (
     build_model,
-    code_version,
-    diffusion_loss,
+    first_difference,
     load_run_model,
-    lr_factor,
+    load_state_strict,
+    save_checkpoint,
 )
+from arcdiff.runs.paths import code_version, select_device, write_json
+from arcdiff.train.logging import MetricsLogger
+from arcdiff.train.optim import lr_factor, make_optimizer
+from arcdiff.train.step import TrainStep
 
 MODES = ("shared", "per-task", "embeddings-only", "full")
 LORA_MODES = ("shared", "per-task")
@@ -316,31 +315,20 @@ class _Fit:
     step: int = 0  # optimiser steps so far, over every task
 
 
-def _optimizer(adapted: Adapted, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW on the trainable weights; matrices decay, the new task rows and vectors do not."""
-    rows = adapted.model.task_embed
-    new_rows = rows.new_rows if isinstance(rows, TaskRows) else None
-    params = [p for p in adapted.model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2 and p is not new_rows]
-    no_decay = [p for p in params if p.dim() < 2 or p is new_rows]
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
-
-
-def _on(batch: Batch, rows: Tensor, device: torch.device) -> Batch:
-    """The batch on ``device`` with the stream's task numbers replaced by embedding rows."""
-    moved = {k: v.to(device) for k, v in vars(batch).items()}
-    return Batch(**{**moved, "task": rows[batch.task].to(device)})
+def _with_rows(batch: Batch, rows: Tensor) -> Batch:
+    """The batch with the stream's task numbers replaced by embedding rows."""
+    return Batch(**{**vars(batch), "task": rows[batch.task]})
 
 
 def _fit(adapted: Adapted, tasks: Sequence[Task], fit: _Fit, seed: int, label: str) -> None:
     """Train the trainable weights ``lora.steps`` steps on the tasks' demonstration pairs."""
     cfg, lora = fit.cfg, fit.cfg.lora
     model = adapted.model
-    optimizer = _optimizer(adapted, lora.lr, cfg.train.weight_decay)
+    rows = model.task_embed
+    new_rows = [rows.new_rows] if isinstance(rows, TaskRows) else []  # never decayed
+    optimizer = make_optimizer(
+        model, lora.lr, cfg.train.weight_decay, fit.device, no_decay=new_rows
+    )
     schedule = replace(
         cfg,
         train=replace(
@@ -359,37 +347,30 @@ def _fit(adapted: Adapted, tasks: Sequence[Task], fit: _Fit, seed: int, label: s
         bucket_window=cfg.data.bucket_window,  # crops canvases as the base was trained, if it was
     )
     index = adapted.task_index
-    rows = torch.tensor([index[t.id] for t in tasks], dtype=torch.long)
-    noise_gen = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    model.train()
+    task_rows = torch.tensor([index[t.id] for t in tasks], dtype=torch.long)
+    noise_gen = torch.Generator().manual_seed(seed)  # the coin and the corruption noise
+    take_step = TrainStep(
+        model=model,
+        diffusion=fit.diffusion,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        grad_clip=cfg.train.grad_clip,
+        size_loss_weight=cfg.diffusion.size_loss_weight,
+        self_cond_prob=cfg.train.self_cond_prob,
+    )
+
+    def draw(n: int) -> Batch:
+        return _with_rows(stream.sample(n), task_rows)
+
     for _ in range(lora.steps):
-        batch = _on(stream.sample(lora.batch_size), rows, fit.device)
-        self_cond = model.self_condition and (
-            torch.rand((), generator=noise_gen).item() < cfg.train.self_cond_prob
-        )
-        steps = fit.diffusion.sample_steps(len(batch), noise_gen)
-        loss, parts, _ = diffusion_loss(
-            model,
-            batch,
-            fit.diffusion,
-            steps,
-            noise_gen,
-            cfg.diffusion.size_loss_weight,
-            self_cond,
-        )
-        if not math.isfinite(loss.item()):
+        r = take_step(draw, lora.batch_size, noise_gen, noise_gen, fit.step, device=fit.device)
+        if not r.applied:
             raise TrainingError(f"adapting {label}: non-finite loss at step {fit.step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
-        scheduler.step()
         fit.step += 1
-        metrics = {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
-        metrics |= {"lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm.item()}
+        metrics = {"loss": r.loss, **r.parts}
+        metrics |= {"lr": scheduler.get_last_lr()[0], "grad_norm": r.grad_norm}
         fit.logger.log(fit.step, {**metrics, "task": label})
-        fit.bar.update(fit.job, advance=1, info=f"{escape(label)} loss {loss.item():.3f}")
+        fit.bar.update(fit.job, advance=1, info=f"{escape(label)} loss {r.loss:.3f}")
     model.eval()
 
 

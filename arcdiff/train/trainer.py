@@ -1,9 +1,10 @@
-"""The training loop: read top to bottom as evaluate and checkpoint, step, log.
+"""The training loop: read top to bottom as stop, checkpoint, step, validate, log.
 
-AdamW (fused on CUDA), linear warmup then cosine or constant LR, gradient clipping and
-accumulation, bf16 autocast on CUDA, EMA of the weights, periodic validation on held-out
-demonstration pairs, atomic checkpoints that resume exactly, metrics.jsonl (+ wandb), and
-DistributedDataParallel under torchrun (only rank 0 logs and writes checkpoints).
+One step (train/step.py) draws a batch, corrupts it, denoises, scores, clips, updates and
+averages the EMA. Around it the loop keeps the budget (steps and minutes, the closing
+validation included), validates on held-out demonstration pairs, writes atomic checkpoints that
+resume exactly (every ``eval_every`` steps, every ``checkpoint_minutes``, on SIGINT / SIGTERM),
+logs metrics.jsonl (+ wandb), and runs under torchrun (only rank 0 logs and writes).
 """
 
 from __future__ import annotations
@@ -12,42 +13,38 @@ import contextlib
 import copy
 import math
 import random
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-import arcdiff
-from arcdiff.config import Config, config_from_dict, config_to_dict, save_config
-from arcdiff.data.dataset import Batch, stream_from_config
-from arcdiff.data.encode import PAD
+from arcdiff.config import Config, config_to_dict, save_config
+from arcdiff.data.dataset import TrainingStream, stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.errors import CheckpointError, OutputError, TrainingError
-from arcdiff.model.denoiser import Denoiser, DenoiserOutput
-from arcdiff.train.checkpoint import (
-    first_difference,
-    load_checkpoint,
+from arcdiff.errors import TrainingError
+from arcdiff.model.denoiser import Denoiser
+from arcdiff.runs.checkpoint import (
+    build_model,
+    checkpoint_state,
     load_state_strict,
-    newest_checkpoint,
     save_checkpoint,
 )
 from arcdiff.train.distributed import Distributed
 from arcdiff.train.interrupt import StopSignals, TrainingInterrupted
 from arcdiff.train.logging import MetricsLogger
+from arcdiff.train.optim import lr_factor, make_optimizer
+from arcdiff.train.resume import check_resumable, prepare_run_dir, start_state
+from arcdiff.train.step import StepResult, TrainStep
+from arcdiff.train.validate import closing_estimate, validate
 
-NUM_NOISE_BUCKETS = 5
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before training stops
-# Sections a resumed run must share with its checkpoint (train and eval may change).
-FROZEN_SECTIONS = ("data", "model", "diffusion")
 
 
 @dataclass
@@ -61,214 +58,135 @@ class TrainResult:
     val: dict[str, float]
 
 
-def code_version() -> str:
-    """arcdiff's version plus the git commit when run from a checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(arcdiff.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{arcdiff.__version__}+{sha}" if sha else arcdiff.__version__
+@dataclass
+class _Session:
+    """A run's live state: what a checkpoint saves and a resume restores."""
 
+    cfg: Config
+    ddp: Distributed
+    stream: TrainingStream
+    model: Denoiser
+    ema: Denoiser
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    noise_gen: torch.Generator  # corruption noise, one stream per rank
+    coin_gen: torch.Generator  # self-conditioning coin, the same on every rank
+    clock: dict[str, float]  # start (shifted back by a resumed run's time), used (0-1)
+    step: int = 0
+    best_val: float = math.inf
+    skipped: int = 0
+    val_step: int = -1
+    metrics_rows: int | None = None
+    logger: MetricsLogger | None = field(default=None, repr=False)
 
-def lr_factor(step: int, cfg: Config, budget_used: float = 0.0) -> float:
-    """Linear warmup to 1, then cosine to 0.1, or constant.
-
-    The cosine follows whichever runs out first: the steps (``step / max_steps``) or the time
-    budget (``budget_used``, the fraction of ``max_minutes`` spent), so a run stopped by the
-    clock still anneals its learning rate.
-    """
-    t = cfg.train
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    if t.lr_schedule == "constant":
-        return 1.0
-    by_steps = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
-    progress = min(1.0, max(by_steps, budget_used))
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    """EMA with warm-up: the decay grows as (1 + step) / (10 + step) up to ``decay``."""
-    d = min(decay, (1 + step) / (10 + step))
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p.detach(), 1 - d)
-
-
-def build_model(cfg: Config, num_tasks: int) -> Denoiser:
-    return Denoiser.from_config(cfg.model, num_tasks=num_tasks, max_size=cfg.data.max_size)
-
-
-def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; matrices and embeddings decay, biases, norms and gates do not (as nanoGPT)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.95), fused=fused)
-
-
-def denoise_pass(
-    model: nn.Module,
-    batch: Batch,
-    x_t: Tensor,
-    logsnr: Tensor,
-    valid: Tensor,
-    self_condition: bool,
-):
-    """One training/validation prediction; with self-conditioning, a no-grad first pass."""
-    args = (batch.inputs, x_t, logsnr, batch.task, batch.dihedral)
-    sc_logits = None
-    if self_condition:
-        with torch.no_grad():
-            sc_logits = model(*args).logits.detach()
-    return model(*args, sc_logits=sc_logits, valid=valid)
-
-
-def diffusion_loss(
-    model: nn.Module,
-    batch: Batch,
-    diffusion: DiscreteDiffusion,
-    steps: Tensor,
-    generator: torch.Generator,
-    size_loss_weight: float,
-    self_condition: bool,
-) -> tuple[Tensor, dict[str, Tensor], DenoiserOutput]:
-    """Corrupt the batch's outputs at ``steps`` (noise drawn on the CPU), denoise, score."""
-    x0, valid = batch.outputs, batch.outputs != PAD
-    x_t = diffusion.corrupt(x0.cpu(), steps, valid.cpu(), generator).to(x0.device)
-    logsnr = diffusion.logsnr(steps).to(x0.device)
-    pred = denoise_pass(model, batch, x_t, logsnr, valid, self_condition)
-    loss, parts = diffusion.loss(
-        pred.logits, pred.size_logits, x0, batch.output_sizes, valid, size_loss_weight
-    )
-    return loss, parts, pred
-
-
-def _to(batch: Batch, device: torch.device) -> Batch:
-    return Batch(**{k: v.to(device, non_blocking=True) for k, v in vars(batch).items()})
-
-
-@torch.no_grad()
-def validate(
-    model: Denoiser, batch: Batch, diffusion: DiscreteDiffusion, cfg: Config, device: torch.device
-) -> dict[str, float]:
-    """Loss and cell accuracy on held-out pairs, per noise bucket (fixed noise, deterministic)."""
-    model.eval()
-    gen = torch.Generator().manual_seed(1234)
-    batch = _to(batch, device)
-    x0, valid = batch.outputs, batch.outputs != PAD
-    n, t_max = len(batch), diffusion.num_timesteps
-    out: dict[str, float] = {}
-    losses, accs = [], []
-    for k in range(NUM_NOISE_BUCKETS):
-        lo, hi = k * t_max // NUM_NOISE_BUCKETS, (k + 1) * t_max // NUM_NOISE_BUCKETS
-        steps = torch.randint(lo, max(hi, lo + 1), (n,), generator=gen)
-        loss, _, pred = diffusion_loss(
-            model,
-            batch,
-            diffusion,
-            steps,
-            gen,
-            cfg.diffusion.size_loss_weight,
-            model.self_condition,
+    def state(self) -> dict[str, Any]:
+        noise_states = self.ddp.gather(self.noise_gen.get_state())  # every rank joins
+        cfg, stream = self.cfg, self.stream
+        return checkpoint_state(
+            model=self.model,
+            ema=self.ema,
+            config=config_to_dict(cfg),
+            step=self.step,
+            model_args={"num_tasks": stream.num_tasks, "max_size": cfg.data.max_size},
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            best_val=self.best_val,
+            skipped_steps=self.skipped,
+            val_step=self.val_step,
+            metrics_rows=self.logger.rows if self.logger else 0,  # a resume keeps these rows
+            elapsed_s=time.monotonic() - self.clock["start"],
+            rng={
+                "stream": stream.state_dict(),
+                "noise": noise_states,
+                "coin": self.coin_gen.get_state(),
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+            },
+            task_ids=stream.task_ids,
+            num_params=self.model.num_params(),
         )
-        correct = (pred.logits.argmax(-1) == x0) & valid
-        acc = (correct.sum() / valid.sum()).item()
-        out[f"val_loss_b{k}"], out[f"val_acc_b{k}"] = loss.item(), acc
-        losses.append(loss.item())
-        accs.append(acc)
-    out["val_loss"], out["val_acc"] = float(np.mean(losses)), float(np.mean(accs))
-    return out
+
+    def restore(self, path: Path, state: dict[str, Any]) -> None:
+        where = str(path)
+        check_resumable(state, self.cfg, self.stream.task_ids, where)
+        load_state_strict(self.model, state["model"], where)
+        load_state_strict(self.ema, state["ema"], where)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best_val = state["step"], state["best_val"]
+        self.skipped, self.val_step = state["skipped_steps"], state.get("val_step", -1)
+        self.metrics_rows = state.get("metrics_rows")
+        self.clock["start"] -= state.get("elapsed_s", 0.0)  # the budget counts the whole run
+        rng = state["rng"]
+        self.stream.load_state_dict(rng["stream"])
+        self.noise_gen.set_state(rng["noise"][self.ddp.rank])
+        self.coin_gen.set_state(rng["coin"])
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
 
 
-def _check_resumable(state: dict[str, Any], cfg: Config, task_ids: list[str], where: str) -> None:
-    saved = state["config"]
-    now = config_to_dict(cfg)
-    for section in FROZEN_SECTIONS:
-        diff = first_difference(saved.get(section, {}), now[section], f"{section}.")
-        if diff:
-            raise CheckpointError(f"{where}: config differs from the checkpoint's: {diff}")
-    if state.get("task_ids") != task_ids:
-        raise CheckpointError(f"{where}: the checkpoint was trained on other tasks")
+def _session(cfg: Config, ddp: Distributed) -> _Session:
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    random.seed(cfg.train.seed)
+    stream = stream_from_config(cfg.data, rank=ddp.rank, world_size=ddp.world)
+    model = build_model(cfg, stream.num_tasks).to(ddp.device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    t = cfg.train
+    optimizer = make_optimizer(model, t.lr, t.weight_decay, ddp.device)
+    clock = {"start": time.monotonic(), "used": 0.0}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg, clock["used"])
+    )
+    noise_gen = torch.Generator().manual_seed(t.seed * 1000 + ddp.rank)
+    coin_gen = torch.Generator().manual_seed(t.seed + 77)
+    return _Session(cfg, ddp, stream, model, ema, optimizer, scheduler, noise_gen, coin_gen, clock)
 
 
-def run_files(run_dir: Path) -> list[str]:
-    """What in ``run_dir`` belongs to a training run (config, metrics, checkpoints)."""
-    found = [name for name in ("config.json", "metrics.jsonl") if (run_dir / name).is_file()]
-    ckpt_dir = run_dir / "checkpoints"
-    if ckpt_dir.is_dir():
-        found += sorted(f"checkpoints/{p.name}" for p in ckpt_dir.glob("*.pt"))
-    return found
+def _train_step(s: _Session) -> TrainStep:
+    cfg, device = s.cfg, s.ddp.device
+    t = cfg.train
+    if t.batch_size % t.grad_accum:
+        raise TrainingError(
+            f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}"
+        )
+    forward: nn.Module = torch.compile(s.model) if t.compile else s.model
+    if s.ddp.enabled:
+        forward = DistributedDataParallel(forward, find_unused_parameters=s.model.self_condition)
+    use_bf16 = t.bf16 and device.type == "cuda"
+    return TrainStep(
+        model=s.model,
+        forward=forward,
+        diffusion=DiscreteDiffusion.from_config(cfg.diffusion),
+        optimizer=s.optimizer,
+        scheduler=s.scheduler,
+        ema=s.ema,
+        ema_decay=t.ema_decay,
+        grad_clip=t.grad_clip,
+        size_loss_weight=cfg.diffusion.size_loss_weight,
+        self_cond_prob=t.self_cond_prob,
+        grad_accum=t.grad_accum,
+        autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if use_bf16
+        else contextlib.nullcontext,
+        no_sync=forward.no_sync if s.ddp.enabled else None,
+        mean=s.ddp.mean,
+    )
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """Create ``run_dir`` (and checkpoints/) or say in one line why it cannot be."""
-    try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(
-            f"{run_dir}: cannot create the run directory ({e.strerror or e})"
-        ) from None
-
-
-def _start_state(
-    run_dir: Path, resume: bool, say: Callable[[str], None]
-) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint a run continues from: None for a new run (or one killed before its
-    first checkpoint). A new run never replaces files of an earlier one."""
-    ckpt_dir = run_dir / "checkpoints"
-    found = run_files(run_dir)
-    if not resume:
-        if found:
-            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-            raise CheckpointError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose "
-                f"another --out (found {shown})"
-            )
-        return None
-    for tmp in ckpt_dir.glob(".*.pt.tmp"):  # a save cut short by kill -9
-        say(f"removed {tmp}, a checkpoint write that did not finish")
-        tmp.unlink(missing_ok=True)
-    newest = newest_checkpoint(ckpt_dir)
-    if newest is None:
-        unreadable = [f for f in found if f.endswith(".pt")]
-        if unreadable:
-            raise CheckpointError(
-                f"{run_dir}: no readable checkpoint to resume ({', '.join(unreadable)} "
-                "could not be read)"
-            )
-        if not found:
-            raise CheckpointError(
-                f"{ckpt_dir / 'last.pt'}: no such checkpoint (nor any step_*.pt) to resume"
-            )
-        say(f"{run_dir}: no checkpoint was saved yet; starting the run again from step 0")
-        return None
-    path, state, problems = newest
-    for problem in problems:
-        say(f"skipped {problem}")
-    say(f"resuming from {path} (step {state['step']})")
-    return path, state
-
-
-def _final_val_estimate(step_s: float, n_val: int, cfg: Config) -> float:
-    """Seconds the closing validation will take, before one has been timed: five forward
-    passes over the held-out pairs (two with self-conditioning), each costing about half a
-    training step per example (a forward is a third of forward + backward, but validation
-    runs on whole canvases where training crops to size buckets: 0.43 measured on toiny_aa1,
-    NOTES.md "Runs survive interruption")."""
-    passes = NUM_NOISE_BUCKETS * (2 if cfg.model.self_condition else 1)
-    return passes * step_s * n_val / cfg.train.batch_size / 2
+def _step_metrics(r: StepResult, s: _Session, window: tuple[float, int]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "loss": r.loss,
+        **r.parts,
+        "lr": s.scheduler.get_last_lr()[0],
+        "grad_norm": r.grad_norm,
+        "self_cond": int(r.self_cond),
+    }
+    seconds = time.monotonic() - window[0]
+    if seconds > 0:
+        metrics["steps_per_s"] = window[1] / seconds
+        metrics["examples_per_s"] = metrics["steps_per_s"] * s.cfg.train.batch_size * s.ddp.world
+    metrics["minutes"] = (time.monotonic() - s.clock["start"]) / 60
+    return metrics
 
 
 def train(
@@ -294,8 +212,9 @@ def train(
     given, runs on the main process every ``train.quick_eval_every`` steps and its metrics are
     logged (a quick score).
     """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
     ddp = Distributed(device)
     device = ddp.device
     console = console or Console()
@@ -308,124 +227,48 @@ def train(
             console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     try:
-        start_state = _start_state(run_dir, resume, say)
+        begin = start_state(run_dir, resume, say)
         if ddp.is_main:
             prepare_run_dir(run_dir)
-        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        random.seed(cfg.train.seed)
-        stream = stream_from_config(cfg.data, rank=ddp.rank, world_size=ddp.world)
-        diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
-        model = build_model(cfg, stream.num_tasks).to(device)
-        ema = copy.deepcopy(model).requires_grad_(False)
-        optimizer = make_optimizer(model, cfg, device)
-        deadline = math.inf if cfg.train.max_minutes is None else cfg.train.max_minutes * 60
-        # start is shifted back by a resumed run's elapsed time; used = share of the budget
-        # spent, agreed by all ranks each step so their learning rates stay equal
-        clock = {"start": time.monotonic(), "used": 0.0}
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, cfg, clock["used"])
-        )
-        noise_gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + ddp.rank)
-        coin_gen = torch.Generator().manual_seed(cfg.train.seed + 77)  # same on every rank
-        step, best_val, skipped, val_step, metrics_rows = 0, math.inf, 0, -1, None
-
-        if start_state is not None:
-            path, state = start_state
-            where = str(path)
-            _check_resumable(state, cfg, stream.task_ids, where)
-            load_state_strict(model, state["model"], where)
-            load_state_strict(ema, state["ema"], where)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            step, best_val, skipped = state["step"], state["best_val"], state["skipped_steps"]
-            val_step = state.get("val_step", -1)
-            metrics_rows = state.get("metrics_rows")
-            clock["start"] -= state.get("elapsed_s", 0.0)  # the time budget counts the whole run
-            rng = state["rng"]
-            stream.load_state_dict(rng["stream"])
-            noise_gen.set_state(rng["noise"][ddp.rank])
-            coin_gen.set_state(rng["coin"])
-            torch.set_rng_state(rng["torch"])
-            random.setstate(rng["python"])
-
-        train_model: nn.Module = model
-        if cfg.train.compile:
-            train_model = torch.compile(model)
-        if ddp.enabled:
-            train_model = DistributedDataParallel(
-                train_model, find_unused_parameters=model.self_condition
-            )
+        s = _session(cfg, ddp)
+        if begin is not None:
+            s.restore(*begin)
+        take_step = _train_step(s)
         if ddp.is_main:
             save_config(cfg, run_dir / "config.json")
             console.print(
-                f"[bold]{cfg.name}[/]: {model.num_params():,} parameters, "
-                f"{stream.num_tasks} tasks, {stream.num_pairs} training pairs, "
+                f"[bold]{cfg.name}[/]: {s.model.num_params():,} parameters, "
+                f"{s.stream.num_tasks} tasks, {s.stream.num_pairs} training pairs, "
                 f"device {device}, world size {ddp.world}"
             )
-        keep = (metrics_rows, step) if start_state is not None else None
-        logger = MetricsLogger(run_dir, cfg, enabled=ddp.is_main, keep=keep)
-
-        def checkpoint_state() -> dict[str, Any]:
-            noise_states = ddp.gather(noise_gen.get_state())
-            return {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "best_val": best_val,
-                "skipped_steps": skipped,
-                "val_step": val_step,
-                "metrics_rows": logger.rows,  # a resume keeps these rows of metrics.jsonl
-                "elapsed_s": time.monotonic() - clock["start"],
-                "rng": {
-                    "stream": stream.state_dict(),
-                    "noise": noise_states,
-                    "coin": coin_gen.get_state(),
-                    "torch": torch.get_rng_state(),
-                    "python": random.getstate(),
-                },
-                "config": config_to_dict(cfg),
-                "task_ids": stream.task_ids,
-                "model_args": {"num_tasks": stream.num_tasks, "max_size": cfg.data.max_size},
-                "num_params": model.num_params(),
-                "code_version": code_version(),
-            }
+        keep = (s.metrics_rows, s.step) if begin is not None else None
+        logger = s.logger = MetricsLogger(run_dir, cfg, enabled=ddp.is_main, keep=keep)
 
         def save(*names: str) -> None:
-            state = checkpoint_state()  # every rank joins the gather
+            state = s.state()
             if ddp.is_main:
                 for name in names:
                     save_checkpoint(ckpt_dir / f"{name}.pt", state)
 
+        val_batch = s.stream.validation_batch()
+        n_val = 0 if val_batch is None else len(val_batch)
+        timing: dict[str, float] = {"step_s": 0.0}  # one step's and one validation's seconds
+
         def validate_now() -> dict[str, float]:
             began = time.monotonic()
-            out = validate(ema, val_batch, diffusion, cfg, device)
+            out = validate(s.ema, val_batch, take_step.diffusion, cfg, device)
             timing["val_s"] = time.monotonic() - began
             return {**out, "val_s": timing["val_s"]}
 
-        val_batch = stream.validation_batch()
-        n_val = 0 if val_batch is None else len(val_batch)
         # checkpoints after these many minutes of training (a learning curve over time)
         snapshots = sorted(
-            m for m in cfg.train.snapshot_minutes if not (ckpt_dir / f"min_{m:g}.pt").exists()
+            m for m in t.snapshot_minutes if not (ckpt_dir / f"min_{m:g}.pt").exists()
         )
-        micro = cfg.train.batch_size // cfg.train.grad_accum
-        if micro * cfg.train.grad_accum != cfg.train.batch_size:
-            raise TrainingError(
-                f"train.batch_size={cfg.train.batch_size} is not divisible by "
-                f"train.grad_accum={cfg.train.grad_accum}"
-            )
-        use_bf16 = cfg.train.bf16 and device.type == "cuda"
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-        )
-        stop_at = min(cfg.train.max_steps, until_step) if until_step else cfg.train.max_steps
-        start, val, stop_reason, bad_run = clock["start"], {}, "max_steps", 0
-        window_start, window_steps = time.monotonic(), 0
-        # seconds of one step and of one validation, for the closing validation's reserve
-        timing: dict[str, float] = {"step_s": 0.0}
-        every_s = (cfg.train.checkpoint_minutes or 0) * 60
+        deadline = math.inf if t.max_minutes is None else t.max_minutes * 60
+        stop_at = min(t.max_steps, until_step) if until_step else t.max_steps
+        start, val, stop_reason, bad_run = s.clock["start"], {}, "max_steps", 0
+        window = (time.monotonic(), 0)
+        every_s = (t.checkpoint_minutes or 0) * 60
         saved_at = time.monotonic() - start  # run time of the last by-the-clock save
 
         bar = Progress(
@@ -438,23 +281,20 @@ def train(
             disable=not (progress and ddp.is_main),
         )
         with bar, StopSignals() as signals:
-            job = bar.add_task("train", total=stop_at, completed=step, info="")
-            while step < stop_at:
-                if "val_s" in timing:
-                    reserve = timing["val_s"]
-                else:
-                    reserve = _final_val_estimate(timing["step_s"], n_val, cfg)
+            job = bar.add_task("train", total=stop_at, completed=s.step, info="")
+            while s.step < stop_at:
+                reserve = timing.get("val_s", closing_estimate(timing["step_s"], n_val, cfg))
                 elapsed, reserve, asked = ddp.mean(
                     time.monotonic() - start, reserve if n_val else 0.0, signals.exit_code
                 )
                 minutes_done = elapsed / 60  # the same on every rank
-                clock["used"] = min(1.0, elapsed / deadline) if deadline else 1.0
+                s.clock["used"] = min(1.0, elapsed / deadline) if deadline else 1.0
                 if asked:  # a signal reached a rank: every rank saves and stops here
                     save("last")
                     logger.close()
                     code = signals.exit_code or 130  # 130 where another rank was signalled
                     raise TrainingInterrupted(
-                        f"interrupted at step {step} ({'SIGTERM' if code == 143 else 'SIGINT'})"
+                        f"interrupted at step {s.step} ({'SIGTERM' if code == 143 else 'SIGINT'})"
                         f"; saved {ckpt_dir / 'last.pt'}; continue it with the same command "
                         f"and --resume (--out {run_dir})",
                         code,
@@ -466,131 +306,71 @@ def train(
                     save("last")
                     saved_at = elapsed
                 step_began = time.monotonic()
-                model.train()
-                optimizer.zero_grad(set_to_none=True)
-                self_cond = model.self_condition and (
-                    torch.rand((), generator=coin_gen).item() < cfg.train.self_cond_prob
+                r = take_step(
+                    s.stream.sample, t.batch_size, s.noise_gen, s.coin_gen, s.step, device=device
                 )
-                loss_sum, parts_sum = 0.0, {"colour_loss": 0.0, "size_loss": 0.0}
-                for k in range(cfg.train.grad_accum):
-                    batch = _to(stream.sample(micro), device)
-                    steps = diffusion.sample_steps(micro, noise_gen)
-                    sync = (
-                        train_model.no_sync()
-                        if ddp.enabled and k < cfg.train.grad_accum - 1
-                        else contextlib.nullcontext()
-                    )
-                    with sync, autocast:
-                        loss, parts, _ = diffusion_loss(
-                            train_model,
-                            batch,
-                            diffusion,
-                            steps,
-                            noise_gen,
-                            cfg.diffusion.size_loss_weight,
-                            self_cond,
-                        )
-                        (loss / cfg.train.grad_accum).backward()
-                    loss_sum += loss.item() / cfg.train.grad_accum
-                    for name, value in parts.items():
-                        parts_sum[name] += value.item() / cfg.train.grad_accum
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                loss_mean, *part_means = ddp.mean(loss_sum, *parts_sum.values())
-                if not (math.isfinite(loss_mean) and math.isfinite(grad_norm.item())):
-                    optimizer.zero_grad(set_to_none=True)
-                    skipped += 1
+                if not r.applied:
+                    s.skipped += 1
                     bad_run += 1
-                    logger.log(step, {"skipped": 1, "loss": loss_mean, "grad_norm": grad_norm})
+                    logger.log(s.step, {"skipped": 1, "loss": r.loss, "grad_norm": r.grad_norm})
                     if bad_run >= MAX_BAD_STEPS:
                         last = ckpt_dir / "last.pt"
                         kept = (
                             f"the last good checkpoint is {last}"
                             if last.exists()
-                            else ("no checkpoint had been written yet")
+                            else "no checkpoint had been written yet"
                         )
                         raise TrainingError(
-                            f"{bad_run} non-finite losses in a row at step {step} (lr "
-                            f"{scheduler.get_last_lr()[0]:.2e}); training stopped, {kept}"
+                            f"{bad_run} non-finite losses in a row at step {s.step} (lr "
+                            f"{s.scheduler.get_last_lr()[0]:.2e}); training stopped, {kept}"
                         )
                     continue
                 bad_run = 0
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                ema_update(ema, model, cfg.train.ema_decay, step)
-                window_steps += 1
+                s.step += 1
+                window = (window[0], window[1] + 1)
                 timing["step_s"] = time.monotonic() - step_began
 
-                metrics: dict[str, Any] = {
-                    "loss": loss_mean,
-                    **dict(zip(parts_sum, part_means, strict=True)),
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": grad_norm.item(),
-                    "self_cond": int(self_cond),
-                }
-                window = time.monotonic() - window_start
-                if window > 0:
-                    metrics["steps_per_s"] = window_steps / window
-                    metrics["examples_per_s"] = (
-                        metrics["steps_per_s"] * cfg.train.batch_size * ddp.world
-                    )
-                metrics["minutes"] = (time.monotonic() - start) / 60
-                is_eval = step % cfg.train.eval_every == 0 or step == stop_at
+                metrics = _step_metrics(r, s, window)
+                is_eval = s.step % t.eval_every == 0 or s.step == stop_at
                 if is_eval and val_batch is not None:
-                    val, val_step = validate_now(), step
+                    val, s.val_step = validate_now(), s.step
                     metrics.update(val)
-                quick = cfg.train.quick_eval_every
-                if on_eval is not None and ddp.is_main and quick and step % quick == 0:
-                    metrics.update(on_eval(ema, step))
-                logger.log(step, metrics)
+                quick = t.quick_eval_every
+                if on_eval is not None and ddp.is_main and quick and s.step % quick == 0:
+                    metrics.update(on_eval(s.ema, s.step))
+                logger.log(s.step, metrics)
                 info = (
-                    f"loss {loss_mean:.3f} lr {metrics['lr']:.1e} "
+                    f"loss {r.loss:.3f} lr {metrics['lr']:.1e} "
                     f"{metrics.get('steps_per_s', 0):.2f} it/s"
                 )
-                bar.update(job, completed=step, info=info)
+                bar.update(job, completed=s.step, info=info)
                 if lines and is_eval:
-                    say(f"train step {step}/{stop_at}: {info}, {metrics['minutes']:.1f} min")
+                    say(f"train step {s.step}/{stop_at}: {info}, {metrics['minutes']:.1f} min")
                 if is_eval:
-                    improved = bool(val) and val["val_loss"] < best_val
+                    improved = bool(val) and val["val_loss"] < s.best_val
                     if improved:
-                        best_val = val["val_loss"]
-                    if improved:
-                        save("last", "best")
-                    else:
-                        save("last")
-                    window_start, window_steps = time.monotonic(), 0
-                if cfg.train.save_every and step % cfg.train.save_every == 0:
-                    save(f"step_{step:07d}")
+                        s.best_val = val["val_loss"]
+                    save(*(("last", "best") if improved else ("last",)))
+                    window = (time.monotonic(), 0)
+                if t.save_every and s.step % t.save_every == 0:
+                    save(f"step_{s.step:07d}")
                 while snapshots and minutes_done >= snapshots[0]:
                     save(f"min_{snapshots.pop(0):g}")
-        if step >= cfg.train.max_steps or stop_reason == "max_minutes":
-            if val_batch is not None and val_step != step:  # stopped by the clock: validate now
+        if s.step >= t.max_steps or stop_reason == "max_minutes":
+            if val_batch is not None and s.val_step != s.step:  # stopped by the clock
                 if lines:
-                    say(f"validating on {n_val} held-out pairs (step {step})")
+                    say(f"validating on {n_val} held-out pairs (step {s.step})")
                 shown = progress and ddp.is_main and console.is_terminal
                 with console.status("validating") if shown else contextlib.nullcontext():
-                    val, val_step = validate_now(), step
-                logger.log(step, val)
+                    val, s.val_step = validate_now(), s.step
+                logger.log(s.step, val)
             save("last", "final")
         else:
             stop_reason = "until_step"
             save("last")
         wall = time.monotonic() - start
-        logger.log(step, {"done": stop_reason, "skipped_steps": skipped, "wall_s": wall})
+        logger.log(s.step, {"done": stop_reason, "skipped_steps": s.skipped, "wall_s": wall})
         logger.close()
-        return TrainResult(run_dir, step, model, ema, stop_reason, skipped, val)
+        return TrainResult(run_dir, s.step, s.model, s.ema, stop_reason, s.skipped, val)
     finally:
         ddp.close()
-
-
-def load_run_model(path: Path, *, use_ema: bool = True) -> tuple[Denoiser, Config, dict[str, Any]]:
-    """Rebuild a model from a checkpoint file alone (config + model arguments inside)."""
-    state = load_checkpoint(path)
-    try:
-        cfg = config_from_dict(state["config"], f"{path} (config)")
-        args = state["model_args"]
-        model = build_model(cfg, args["num_tasks"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
-    load_state_strict(model, state["ema" if use_ema else "model"], str(path))
-    return model.eval(), cfg, state

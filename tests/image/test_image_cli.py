@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from arcdiff.image.cli import image_app
-from arcdiff.train.checkpoint import save_checkpoint
+from arcdiff.runs.checkpoint import save_checkpoint
 
 from .test_image_train import TINY
 

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic save, strict load.
+"""Checkpoints: atomic save, strict load, one layout, the model rebuilt from the file alone.
 
 A checkpoint holds everything a run needs to continue exactly: model, EMA, optimizer, LR
 schedule, step, RNG states (torch, numpy stream, python), the resolved config and the code
@@ -16,7 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from arcdiff.config import Config, config_from_dict
 from arcdiff.errors import CheckpointError, OutputError
+from arcdiff.model.denoiser import Denoiser
+from arcdiff.runs.paths import code_version
 
 STEP_NAME = re.compile(r"step_(\d+)\.pt")
 
@@ -140,3 +143,43 @@ def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], wh
                 f"checkpoint but {tuple(own[key].shape)} in the model"
             )
     module.load_state_dict(state_dict, strict=True)
+
+
+def checkpoint_state(
+    *,
+    model: nn.Module,
+    ema: nn.Module | dict[str, torch.Tensor],
+    config: dict[str, Any],
+    step: int,
+    model_args: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The one layout of a checkpoint: weights, EMA weights, the resolved config, the step, the
+    model's constructor arguments and the code version, plus what each writer adds (optimizer,
+    scheduler and RNG states for training; the source run for a merged adapter)."""
+    return {
+        "model": model.state_dict(),
+        "ema": ema if isinstance(ema, dict) else ema.state_dict(),
+        "config": config,
+        "step": step,
+        "model_args": model_args,
+        **extra,
+        "code_version": code_version(),
+    }
+
+
+def build_model(cfg: Config, num_tasks: int) -> Denoiser:
+    return Denoiser.from_config(cfg.model, num_tasks=num_tasks, max_size=cfg.data.max_size)
+
+
+def load_run_model(path: Path, *, use_ema: bool = True) -> tuple[Denoiser, Config, dict[str, Any]]:
+    """Rebuild a model from a checkpoint file alone (config + model arguments inside)."""
+    state = load_checkpoint(path)
+    try:
+        cfg = config_from_dict(state["config"], f"{path} (config)")
+        args = state["model_args"]
+        model = build_model(cfg, args["num_tasks"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
+    load_state_strict(model, state["ema" if use_ema else "model"], str(path))
+    return model.eval(), cfg, state

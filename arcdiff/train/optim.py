@@ -1,0 +1,74 @@
+"""Optimizers, learning-rate schedules and the EMA of the weights (shared with the image track)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from arcdiff.config import Config
+
+
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
+    *,
+    no_decay: Iterable[nn.Parameter] = (),
+) -> torch.optim.AdamW:
+    """AdamW on the trainable weights; matrices and embeddings decay, biases, norms and gates
+    do not (as nanoGPT), nor the parameters in ``no_decay``. Fused on CUDA."""
+    skip = {id(p) for p in no_decay}
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in skip]
+    rest = [p for p in params if p.dim() < 2 or id(p) in skip]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def warmup_cosine(
+    step: int, warmup: int, total: int, *, floor: float = 0.0, progress: float = 0.0
+) -> float:
+    """Linear warmup to 1 over ``warmup`` steps, then a cosine from 1 to ``floor`` at ``total``.
+
+    ``progress`` (0-1) moves the cosine on when another budget, such as the clock, runs out
+    before the steps do."""
+    if step < warmup:
+        return (step + 1) / warmup
+    by_steps = (step - warmup) / max(1, total - warmup)
+    done = min(1.0, max(by_steps, progress))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
+
+
+def lr_factor(step: int, cfg: Config, budget_used: float = 0.0) -> float:
+    """The trainer's schedule: warmup, then cosine to 0.1 (or constant).
+
+    The cosine follows whichever runs out first: the steps (``step / max_steps``) or the time
+    budget (``budget_used``, the fraction of ``max_minutes`` spent), so a run stopped by the
+    clock still anneals its learning rate.
+    """
+    t = cfg.train
+    if t.lr_schedule == "constant" and step >= t.warmup_steps:
+        return 1.0
+    return warmup_cosine(step, t.warmup_steps, t.max_steps, floor=0.1, progress=budget_used)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA warm-up: the decay grows as (1 + step) / (10 + step) up to ``decay``."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, over every parameter in one foreach call."""
+    ema_params = list(ema.parameters())
+    params = [p.detach() for p in model.parameters()]
+    if len(ema_params) != len(params):
+        raise ValueError("the EMA and the model have different parameters")
+    torch._foreach_lerp_(ema_params, params, 1 - decay)

@@ -1,0 +1,84 @@
+"""Where a training run starts: a new run directory, or the newest readable checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from arcdiff.config import Config, config_to_dict
+from arcdiff.errors import CheckpointError, OutputError
+from arcdiff.runs.checkpoint import first_difference, newest_checkpoint
+
+# Sections a resumed run must share with its checkpoint (train and eval may change).
+FROZEN_SECTIONS = ("data", "model", "diffusion")
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """What in ``run_dir`` belongs to a training run (config, metrics, checkpoints)."""
+    found = [name for name in ("config.json", "metrics.jsonl") if (run_dir / name).is_file()]
+    ckpt_dir = run_dir / "checkpoints"
+    if ckpt_dir.is_dir():
+        found += sorted(f"checkpoints/{p.name}" for p in ckpt_dir.glob("*.pt"))
+    return found
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and checkpoints/) or say in one line why it cannot be."""
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(
+            f"{run_dir}: cannot create the run directory ({e.strerror or e})"
+        ) from None
+
+
+def start_state(
+    run_dir: Path, resume: bool, say: Callable[[str], None]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint a run continues from: None for a new run (or one killed before its
+    first checkpoint). A new run never replaces files of an earlier one."""
+    ckpt_dir = run_dir / "checkpoints"
+    found = run_files(run_dir)
+    if not resume:
+        if found:
+            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            raise CheckpointError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose "
+                f"another --out (found {shown})"
+            )
+        return None
+    for tmp in ckpt_dir.glob(".*.pt.tmp"):  # a save cut short by kill -9
+        say(f"removed {tmp}, a checkpoint write that did not finish")
+        tmp.unlink(missing_ok=True)
+    newest = newest_checkpoint(ckpt_dir)
+    if newest is None:
+        unreadable = [f for f in found if f.endswith(".pt")]
+        if unreadable:
+            raise CheckpointError(
+                f"{run_dir}: no readable checkpoint to resume ({', '.join(unreadable)} "
+                "could not be read)"
+            )
+        if not found:
+            raise CheckpointError(
+                f"{ckpt_dir / 'last.pt'}: no such checkpoint (nor any step_*.pt) to resume"
+            )
+        say(f"{run_dir}: no checkpoint was saved yet; starting the run again from step 0")
+        return None
+    path, state, problems = newest
+    for problem in problems:
+        say(f"skipped {problem}")
+    say(f"resuming from {path} (step {state['step']})")
+    return path, state
+
+
+def check_resumable(state: dict[str, Any], cfg: Config, task_ids: list[str], where: str) -> None:
+    """The checkpoint was trained with this config's data, model and diffusion, on these tasks."""
+    saved = state["config"]
+    now = config_to_dict(cfg)
+    for section in FROZEN_SECTIONS:
+        diff = first_difference(saved.get(section, {}), now[section], f"{section}.")
+        if diff:
+            raise CheckpointError(f"{where}: config differs from the checkpoint's: {diff}")
+    if state.get("task_ids") != task_ids:
+        raise CheckpointError(f"{where}: the checkpoint was trained on other tasks")

@@ -1,0 +1,168 @@
+"""One training step of the denoiser: draw, corrupt, denoise, score, backward, clip, update, EMA.
+
+The trainer, LoRA adaptation and the benchmarks all take their steps here, so what a benchmark
+times is what a run does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from arcdiff.data.dataset import Batch
+from arcdiff.data.encode import PAD
+from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.model.denoiser import DenoiserOutput
+from arcdiff.train.optim import ema_decay_at, ema_update
+
+
+def denoise_pass(
+    model: nn.Module,
+    batch: Batch,
+    x_t: Tensor,
+    logsnr: Tensor,
+    valid: Tensor,
+    self_condition: bool,
+):
+    """One training/validation prediction; with self-conditioning, a no-grad first pass."""
+    args = (batch.inputs, x_t, logsnr, batch.task, batch.dihedral)
+    sc_logits = None
+    if self_condition:
+        with torch.no_grad():
+            sc_logits = model(*args).logits.detach()
+    return model(*args, sc_logits=sc_logits, valid=valid)
+
+
+def diffusion_loss(
+    model: nn.Module,
+    batch: Batch,
+    diffusion: DiscreteDiffusion,
+    steps: Tensor,
+    generator: torch.Generator,
+    size_loss_weight: float,
+    self_condition: bool,
+) -> tuple[Tensor, dict[str, Tensor], DenoiserOutput]:
+    """Corrupt the batch's outputs at ``steps`` (noise drawn on the CPU), denoise, score."""
+    x0, valid = batch.outputs, batch.outputs != PAD
+    x_t = diffusion.corrupt(x0.cpu(), steps, valid.cpu(), generator).to(x0.device)
+    logsnr = diffusion.logsnr(steps).to(x0.device)
+    pred = denoise_pass(model, batch, x_t, logsnr, valid, self_condition)
+    loss, parts = diffusion.loss(
+        pred.logits, pred.size_logits, x0, batch.output_sizes, valid, size_loss_weight
+    )
+    return loss, parts, pred
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return Batch(**{k: v.to(device, non_blocking=True) for k, v in vars(batch).items()})
+
+
+@dataclass
+class StepResult:
+    """What one step did: the loss (mean over ranks), its parts, the gradient norm, and whether
+    the update was applied (not when the loss or the gradient was non-finite)."""
+
+    loss: float
+    parts: dict[str, float]
+    grad_norm: float
+    applied: bool
+    self_cond: bool
+    seconds: dict[str, float] = field(default_factory=dict)  # data, fwd_bwd, optim
+
+
+@dataclass
+class TrainStep:
+    """Everything one optimisation step needs, built once per run.
+
+    ``model`` holds the parameters that are clipped, updated and averaged into ``ema``;
+    ``forward`` is what runs (the model itself, or its compiled or DDP wrapper). ``mean``
+    averages scalars over ranks (identity on one process); ``no_sync`` defers DDP's gradient
+    all-reduce on all but the last micro-batch.
+    """
+
+    model: nn.Module
+    diffusion: DiscreteDiffusion
+    optimizer: torch.optim.Optimizer
+    grad_clip: float
+    size_loss_weight: float
+    self_cond_prob: float = 0.0
+    grad_accum: int = 1
+    forward: nn.Module | None = None
+    scheduler: Any = None
+    ema: nn.Module | None = None
+    ema_decay: float = 0.0
+    autocast: Callable[[], Any] = contextlib.nullcontext
+    no_sync: Callable[[], Any] | None = None
+    mean: Callable[..., tuple[float, ...]] = lambda *values: values
+    sync: Callable[[], None] = lambda: None  # e.g. torch.cuda.synchronize, for timings
+
+    def __call__(
+        self,
+        draw: Callable[[int], Batch],
+        batch_size: int,
+        noise_gen: torch.Generator,
+        coin_gen: torch.Generator,
+        step: int,
+        *,
+        device: torch.device,
+        self_cond: bool | None = None,
+    ) -> StepResult:
+        """One step on ``batch_size`` examples from ``draw(n)``; ``step`` counts the updates so
+        far (the EMA warm-up reads it). ``self_cond`` forces self-conditioning on or off
+        instead of tossing the coin."""
+        model, forward = self.model, self.forward or self.model
+        seconds = {"data": 0.0, "fwd_bwd": 0.0, "optim": 0.0}
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self_cond is None:
+            self_cond = model.self_condition and (
+                torch.rand((), generator=coin_gen).item() < self.self_cond_prob
+            )
+        micro = batch_size // self.grad_accum
+        loss_sum, parts_sum = 0.0, {"colour_loss": 0.0, "size_loss": 0.0}
+        for k in range(self.grad_accum):
+            began = time.perf_counter()
+            batch = to_device(draw(micro), device)
+            steps = self.diffusion.sample_steps(micro, noise_gen)
+            self.sync()
+            drawn = time.perf_counter()
+            last = k == self.grad_accum - 1
+            deferred = self.no_sync() if self.no_sync and not last else contextlib.nullcontext()
+            with deferred, self.autocast():
+                loss, parts, _ = diffusion_loss(
+                    forward,
+                    batch,
+                    self.diffusion,
+                    steps,
+                    noise_gen,
+                    self.size_loss_weight,
+                    self_cond,
+                )
+                (loss / self.grad_accum).backward()
+            loss_sum += loss.item() / self.grad_accum
+            for name, value in parts.items():
+                parts_sum[name] += value.item() / self.grad_accum
+            seconds["data"] += drawn - began
+            seconds["fwd_bwd"] += time.perf_counter() - drawn
+        began = time.perf_counter()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip).item()
+        loss_mean, *part_means = self.mean(loss_sum, *parts_sum.values())
+        parts_mean = dict(zip(parts_sum, part_means, strict=True))
+        if not (math.isfinite(loss_mean) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(loss_mean, parts_mean, grad_norm, False, self_cond, seconds)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if self.ema is not None:
+            ema_update(self.ema, model, ema_decay_at(step + 1, self.ema_decay))
+        self.sync()
+        seconds["optim"] = time.perf_counter() - began
+        return StepResult(loss_mean, parts_mean, grad_norm, True, self_cond, seconds)
