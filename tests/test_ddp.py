@@ -49,7 +49,7 @@ def _cli_worker(rank: int, world: int, port: int, out: str, args: list[str]) -> 
 
 
 def test_the_cli_on_two_gloo_ranks_ends_with_identical_weights(tmp_path):
-    overrides = tiny_overrides(train__max_steps=6)
+    overrides = tiny_overrides(train__max_steps=4)
     args = ["--no-progress", *(a for o in overrides for a in ("--set", o))]
     mp.start_processes(
         _cli_worker, args=(2, free_port(), str(tmp_path), args), nprocs=2, start_method="spawn"
@@ -64,7 +64,7 @@ def test_the_cli_on_two_gloo_ranks_ends_with_identical_weights(tmp_path):
     assert "world size 2" in (tmp_path / "rank0.txt").read_text()
     # only rank 0 logs and checkpoints: one metrics row per step
     rows = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["examples_per_s"] > 0
     assert (tmp_path / "run" / "checkpoints" / "final.pt").exists()
 
