@@ -1,7 +1,9 @@
-"""Smoke test of the CPU recipe study: two variants, a budget of seconds, real tasks."""
+"""Smoke test of the CPU recipe study: two variants, a budget of seconds, real tasks.
 
-import subprocess
-import sys
+The script runs in this process through its main(): a new process would spend seconds
+importing torch again."""
+
+import importlib.util
 from pathlib import Path
 
 import orjson
@@ -11,13 +13,16 @@ from tests.conftest import tiny_overrides
 SCRIPT = Path(__file__).parents[1] / "scripts" / "study_cpu.py"
 
 
-def study(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True
-    )
+def load_script():
+    spec = importlib.util.spec_from_file_location("study_cpu", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path):
+def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main = load_script().main
     extra = tiny_overrides(
         eval__split="aa1:train",
         eval__num_steps=4,
@@ -28,8 +33,8 @@ def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path):
     out = tmp_path / "study"
     variants = "base,steps8,no_self_cond,no_self_cond_steps16"
     args = ["--steps", "4", "--variants", variants, "--out", str(out)]
-    result = study(*args, *sets, "--no-progress", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert main([*args, *sets, "--no-progress"]) == 0, capsys.readouterr().err[-2000:]
+    stdout = capsys.readouterr().out
     payload = orjson.loads((out / "study.json").read_bytes())
     rows = {row["variant"]: row for row in payload["rows"]}
     assert set(rows) == {"base", "steps8", "no_self_cond", "no_self_cond_steps16"}
@@ -48,16 +53,20 @@ def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path):
     assert not (out / "no_self_cond_steps16").exists()
     assert (out / "no_self_cond" / "eval" / "aa1_train~no_self_cond_steps16").is_dir()
     assert (out / "curves.png").stat().st_size > 1000
-    assert "CPU study" in result.stdout and "no_self_cond" in result.stdout
+    assert "CPU study" in stdout and "no_self_cond" in stdout
     # a rerun reuses every finished training and evaluation
-    again = study(*args, *sets, "--no-progress", cwd=tmp_path)
-    assert again.returncode == 0 and "variant base" in again.stdout
+    mtime = (out / "base" / "checkpoints" / "final.pt").stat().st_mtime_ns
+    assert main([*args, *sets, "--no-progress"]) == 0
+    assert "variant base" in capsys.readouterr().out
+    assert (out / "base" / "checkpoints" / "final.pt").stat().st_mtime_ns == mtime
     assert (
         orjson.loads((out / "study.json").read_bytes())["rows"][0]["steps"] == rows["base"]["steps"]
     )
 
 
-def test_study_rejects_an_unknown_variant(tmp_path):
-    result = study("--variants", "base,no_such", cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.strip() == "error: unknown variant 'no_such' (see --list)"
+def test_the_script_rejects_an_unknown_variant_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert load_script().main(["--variants", "base,no_such"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "error: unknown variant 'no_such' (see --list)"
+    assert not any(tmp_path.iterdir())  # refused before writing anything

@@ -3,7 +3,7 @@
 The loop reads top to bottom: draw a batch (labels dropped to the null class with probability
 ``label_dropout`` for classifier-free guidance), noise it at uniform training steps, regress the
 diffusion target, step, update the EMA, log, checkpoint. Checkpoints go through
-arcdiff/train/checkpoint.py (atomic, strict, resumable) and hold the U-Net's arguments, so
+arcdiff/runs/checkpoint.py (atomic, strict, resumable) and hold the U-Net's arguments, so
 ``load_run`` rebuilds the model from the file alone.
 
 Run directory: config.json, metrics.jsonl, checkpoints/{last,final}.pt, train_summary.json.

@@ -17,13 +17,16 @@ MU = torch.tensor([1.0, -2.0], dtype=torch.float64)
 STD = torch.tensor([0.5, 2.0], dtype=torch.float64)  # one axis narrower, one wider than noise
 
 
-def analytic_denoiser(diffusion: G.GaussianDiffusion):
-    """The Bayes-optimal model output for x_0 ~ N(MU, diag(STD^2)), in the diffusion's objective."""
+def analytic_denoiser(diffusion: G.GaussianDiffusion, mu: torch.Tensor = MU):
+    """The Bayes-optimal model output for x_0 ~ N(mu, diag(STD^2)), in the diffusion's objective.
+
+    ``mu`` is (2,) or one mean per sample (B, 2).
+    """
 
     def denoise(x_t, t):
         a = diffusion.abar_at(t).sqrt()[:, None]
         b = (1 - diffusion.abar_at(t)).sqrt()[:, None]
-        x0 = MU + a * STD**2 / (a**2 * STD**2 + b**2) * (x_t - a * MU)  # E[x_0 | x_t]
+        x0 = mu + a * STD**2 / (a**2 * STD**2 + b**2) * (x_t - a * mu)  # E[x_0 | x_t]
         eps = (x_t - a * x0) / b
         out = {"eps": eps, "x0": x0, "v": a * eps - b * x0}[diffusion.prediction]
         return out.to(x_t.dtype)
@@ -35,7 +38,7 @@ SAMPLERS = [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0)]
 N = 20_000
 
 
-def sampler_moments(diffusion, num_steps, spacing, sampler, eta):
+def sampler_moments(diffusion, num_steps, spacing, sampler, eta, mu=MU):
     """Exact mean and variance of the sampler's output for the analytic denoiser.
 
     Every step is affine in x_t plus independent noise (x_s = A x_t + B + sigma z), so the
@@ -48,7 +51,7 @@ def sampler_moments(diffusion, num_steps, spacing, sampler, eta):
         abar_t, abar_s = diffusion.abar_at(t), diffusion.abar_at(s)
         a, b = abar_t.sqrt(), (1 - abar_t).sqrt()
         k = a * STD**2 / (a**2 * STD**2 + b**2)  # x0_hat = k x_t + (1 - k a) MU
-        d0 = (1 - k * a) * MU
+        d0 = (1 - k * a) * mu
         if sampler == "ddpm":  # posterior mean c1 x0_hat + c2 x_t, variance beta_tilde
             alpha = abar_t / abar_s
             c1 = abar_s.sqrt() * (1 - alpha) / (1 - abar_t)
@@ -64,14 +67,14 @@ def sampler_moments(diffusion, num_steps, spacing, sampler, eta):
     return mean, var
 
 
-def check_samples(x, diffusion, num_steps, spacing, sampler, eta):
+def check_samples(x, diffusion, num_steps, spacing, sampler, eta, mu=MU):
     assert x.shape == (N, 2) and torch.isfinite(x).all()
     mean, var = x.mean(0), x.var(0)
     # against the data: loose, because 100 DDPM steps underestimate the variance (up to 12%)
-    assert ((mean - MU).abs() < 5 * STD / N**0.5 + 0.02).all(), mean
+    assert ((mean - mu).abs() < 5 * STD / N**0.5 + 0.02).all(), mean
     assert torch.allclose(var, STD**2, rtol=0.15), var
     # against the closed-form moments of this sampler: only sampling noise remains
-    exp_mean, exp_var = sampler_moments(diffusion, num_steps, spacing, sampler, eta)
+    exp_mean, exp_var = sampler_moments(diffusion, num_steps, spacing, sampler, eta, mu)
     assert ((mean - exp_mean).abs() < 5 * exp_var.sqrt() / N**0.5).all(), (mean, exp_mean)
     assert torch.allclose(var, exp_var, rtol=5 * (2 / N) ** 0.5), (var, exp_var)
 
@@ -244,12 +247,20 @@ def test_classifier_free_guidance_scales():
     assert torch.allclose(guide(3.0), uncond + 3 * (cond - uncond), atol=1e-5)
 
 
-def test_guided_sampler_runs():
-    torch.manual_seed(0)
-    model = MLPDenoiser(num_classes=2, hidden_dim=32, embedding_dim=16)
-    diffusion = G.GaussianDiffusion(num_timesteps=20)
-    y, null = torch.zeros(6, dtype=torch.long), torch.full((6,), 2)
+@pytest.mark.parametrize(("sampler", "eta"), SAMPLERS[:2])
+def test_guided_sampling_loop_draws_the_closed_form_mix(sampler, eta):
+    """Guidance on two Gaussian classes of one covariance: the optimal eps is linear in the
+    mean, so uncond + w (cond - uncond) is the optimal denoiser of N(mu_u + w (mu_c - mu_u)),
+    and the guided loop must draw that Gaussian (w = 2.5 puts it far from both classes)."""
+    diffusion = G.GaussianDiffusion(num_timesteps=1000, schedule="cosine", prediction="eps")
+    means = torch.stack([MU, torch.tensor([-1.0, 1.0], dtype=torch.float64)])  # class 0, null
+    model = lambda x, t, y: analytic_denoiser(diffusion, means[y])(x, t)  # noqa: E731
+    cond, null = torch.zeros(N, dtype=torch.long), torch.ones(N, dtype=torch.long)
+    gen = torch.Generator().manual_seed(2)
+    x_T = torch.randn(N, 2, generator=gen, dtype=torch.float64)
+    guided = G.classifier_free_guidance(model, cond, null, 2.5)
     x = diffusion.sample(
-        G.classifier_free_guidance(model, y, null, 2.0), torch.randn(6, 2), sampler="ddim"
+        guided, x_T, num_steps=100, spacing="linspace", sampler=sampler, eta=eta, generator=gen
     )
-    assert x.shape == (6, 2) and torch.isfinite(x).all()
+    mix = means[1] + 2.5 * (means[0] - means[1])  # (4, -6.5)
+    check_samples(x, diffusion, 100, "linspace", sampler, eta, mix)

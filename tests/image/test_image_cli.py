@@ -3,9 +3,13 @@
 import numpy as np
 import orjson
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from arcdiff.image.cli import image_app
+from arcdiff.image.features import classifier_for_run, embed, sample_quality
+from arcdiff.image.image_sample import Sampler, generate
+from arcdiff.image.image_train import load_data, load_run, to_model_range
 from arcdiff.runs.checkpoint import save_checkpoint
 
 from .test_image_train import TINY
@@ -71,8 +75,25 @@ def test_sweep_table_and_json(trained):
     sweep = orjson.loads((trained / "sweep.json").read_bytes())
     settings = [(r["sampler"], r["num_steps"], r["guidance_scale"]) for r in sweep["rows"]]
     assert settings == [("ddim", 1, 1.0), ("ddim", 2, 1.0), ("ddpm", 50, 1.0), ("ddim", 4, 0.0)]
-    assert all(r["wall_s"] > 0 and r["frechet_distance"] >= 0 for r in sweep["rows"])
-    assert sweep["rows"][-1]["class_accuracy"] is not None and sweep["num_samples"] == 12
+    assert all(r["wall_s"] > 0 for r in sweep["rows"]) and sweep["num_samples"] == 12
+    # 3 training steps sample noise: every row is farther from the data than real digits are
+    reference = sweep["reference"]["frechet_distance_train_subset"]
+    assert 0 < reference < min(r["frechet_distance"] for r in sweep["rows"])
+    # a row scores what its own setting samples: the guidance-0 row, recomputed
+    run = load_run(trained, device="cpu")
+    train = load_data(run.cfg, "train")
+    images, labels = to_model_range(train.images), torch.from_numpy(train.labels)
+    classifier = classifier_for_run(trained / "classifier.pt", images, labels, 10, steps=1, seed=0)
+    s = run.cfg.sample
+    noise = torch.randn(12, 1, 16, 16, generator=torch.Generator().manual_seed(s.seed + 100))
+    classes = torch.arange(12) % 10
+    how = Sampler(s.sampler, s.num_steps, s.eta, s.spacing)
+    samples = generate(run.ema, run.diffusion, noise, classes, how, guidance_scale=0.0, seed=s.seed)
+    quality = sample_quality(
+        classifier, embed(classifier, images)[0], samples, classes, k=run.cfg.eval.knn_k
+    )
+    row = sweep["rows"][-1]
+    assert {key: row[key] for key in quality.to_dict()} == pytest.approx(quality.to_dict())
     assert "Inception" in sweep["metric"] and "Inception" in result.output
     assert "ddpm" in result.output and "held-out" in result.output
     assert (trained / "sweep.png").is_file() and (trained / "classifier.pt").is_file()

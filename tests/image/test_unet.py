@@ -1,5 +1,5 @@
 """The image U-Net and its samplers: shapes, zero start, class conditioning, classifier-free
-guidance (scale 0 is the unconditional model), the reverse chain, slerp."""
+guidance (scale 0 is the unconditional model), the reverse chain, reconstruction, slerp."""
 
 import pytest
 import torch
@@ -40,13 +40,17 @@ def perturbed(model: UNet, seed: int = 0) -> UNet:
               num_classes=10, **SMALL), (2, 3, 16, 16)),
     ],
 )  # fmt: skip
-def test_output_has_the_input_shape(kwargs, shape):
+def test_output_has_the_input_shape_and_each_sample_is_computed_alone(kwargs, shape):
     model = perturbed(UNet(**kwargs))
     x = torch.randn(shape)
     t = torch.randint(0, 1000, (shape[0],))
     y = torch.randint(0, 10, (shape[0],)) if kwargs.get("num_classes") else None
-    out = model(x, t, y)
+    with torch.no_grad():
+        out = model(x, t, y)
+        last = model(x[-1:], t[-1:], None if y is None else y[-1:])
     assert out.shape == shape and torch.isfinite(out).all()
+    # no layer mixes the batch (GroupNorm, attention over one image's positions)
+    assert torch.allclose(out[-1:], last, atol=1e-5)
 
 
 def test_starts_by_predicting_zero():
@@ -62,14 +66,15 @@ def test_indivisible_heads_and_sizes_are_errors():
         UNet(in_channels=1, image_size=10, base_channels=8, groups=4, channel_mults=(1, 2, 2))
 
 
-def test_class_conditioning_changes_the_output_and_none_is_the_null_class():
+def test_a_label_changes_its_own_sample_only_and_none_is_the_null_class():
     model = perturbed(UNet(in_channels=1, image_size=16, num_classes=10, **SMALL))
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([300, 300])
     with torch.no_grad():
-        a, b = model(x, t, torch.tensor([1, 1])), model(x, t, torch.tensor([7, 7]))
+        a, b = model(x, t, torch.tensor([1, 4])), model(x, t, torch.tensor([7, 4]))
         null = model(x, t, torch.tensor([10, 10]))
         none = model(x, t, None)
-    assert not torch.allclose(a, b, atol=1e-3)
+    assert not torch.allclose(a[0], b[0], atol=1e-3)
+    assert torch.allclose(a[1], b[1], atol=1e-6)  # sample 1 kept its label
     assert torch.equal(none, null)
 
 
@@ -124,17 +129,40 @@ def test_chain_over_the_full_grid_equals_the_diffusion_sampler(conditional):
     assert torch.allclose(x, reference, atol=1e-6)
 
 
-def test_trajectory_and_reconstruction_shapes(conditional):
+def test_trajectory_starts_at_the_noise_and_ends_at_the_sample(conditional):
     model, diffusion = conditional
-    kept, xs, x0s = denoising_trajectory(
-        model, diffusion, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]), Sampler(num_steps=10),
-        keep=4,
-    )  # fmt: skip
-    assert len(kept) == 4 and kept == sorted(kept, reverse=True) and kept[0] == 49
+    noise, labels, how = torch.randn(2, 1, 8, 8), torch.tensor([0, 1]), Sampler(num_steps=10)
+    kept, xs, x0s = denoising_trajectory(model, diffusion, noise, labels, how, keep=4)
+    timesteps = schedules.inference_timesteps(50, 10, "trailing").tolist()
+    assert kept == [timesteps[i] for i in (0, 3, 6, 9)] and kept[0] == 49
     assert xs.shape == x0s.shape == (4, 2, 1, 8, 8)
+    assert torch.equal(xs[0], noise)
+    # DDIM's last step lands on its predicted x_0: the sample that generate() returns
+    assert torch.allclose(x0s[-1], generate(model, diffusion, noise, labels, how), atol=1e-6)
+
+
+class NoiseOracle(torch.nn.Module):
+    """An eps-model that always predicts the noise that was actually added."""
+
+    def __init__(self, noise: torch.Tensor) -> None:
+        super().__init__()
+        self.noise = torch.nn.Parameter(noise, requires_grad=False)
+
+    def forward(self, x, t, y=None):
+        return self.noise
+
+
+@pytest.mark.parametrize("t_start", [0, 20, 49])
+def test_reconstruction_with_the_true_noise_is_exact(t_start):
+    """With eps = the added noise, every DDIM step predicts x_0 exactly, so reconstruct() must
+    return x_0 whatever step it noises to, provided its chain starts at that step."""
+    diffusion = GaussianDiffusion(num_timesteps=50, schedule="cosine", prediction="eps")
     x0 = torch.rand(3, 1, 8, 8) * 2 - 1
-    x_t, recon = reconstruct(model, diffusion, x0, None, 20, num_steps=5)
-    assert x_t.shape == recon.shape == x0.shape and recon.abs().max() <= 1
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))  # seed=0's noise
+    x_t, recon = reconstruct(NoiseOracle(noise), diffusion, x0, None, t_start, num_steps=5)
+    t = torch.full((3,), t_start)
+    assert torch.allclose(x_t, diffusion.add_noise(x0, noise, t), atol=1e-6)
+    assert torch.allclose(recon, x0, atol=1e-3)  # float32: at t = 49 sqrt(abar) is ~0.001
 
 
 def test_slerp_hits_both_ends_and_keeps_the_norm():
