@@ -115,7 +115,7 @@ def _eval_settings(cfg: Config, **given: Any) -> Any:
 
 
 def _show_scores(scores: dict[str, Any], stats: bool) -> None:
-    from arcdiff.eval.report import per_task_table, summary_table
+    from arcdiff.report import per_task_table, summary_table
 
     console.print(summary_table(scores))
     if stats:
@@ -297,7 +297,7 @@ def report_command(
     runs: Annotated[list[Path], typer.Argument(help="Run directories to report and compare.")],
 ) -> None:
     """Write report/report.{md,html} with plots for each run and compare the runs side by side."""
-    from arcdiff.eval.report import compare_table, write_report
+    from arcdiff.report import compare_table, write_report
 
     for run in runs:
         path = write_report(run)
@@ -323,7 +323,7 @@ def pipeline_command(
 ) -> None:
     """Train, evaluate the configured split, and write the report, into one run directory."""
     from arcdiff.eval.evaluate import evaluate_run
-    from arcdiff.eval.report import write_report
+    from arcdiff.report import write_report
     from arcdiff.runs.paths import select_device
     from arcdiff.train.trainer import train
 

@@ -1,1 +1,1 @@
-"""Sampling, voting, scoring and reports."""
+"""Sampling, voting and scoring."""

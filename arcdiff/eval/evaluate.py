@@ -22,10 +22,9 @@ from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.checkpoint import first_difference, load_run_model
-from arcdiff.runs.paths import select_device, write_json
+from arcdiff.runs.paths import CHECKPOINTS, select_device, write_json
 from arcdiff.train.resume import FROZEN_SECTIONS
 
-CHECKPOINTS = ("final", "best", "last")
 # settings that change what an evaluation predicts, with the short name of its folder's tag
 TAGGED = {
     "num_steps": "steps",
@@ -142,18 +141,6 @@ def _check_config(cfg: Config, path: Path, config_dir: Path, expect: Config | No
                 raise CheckpointError(
                     f"{message}: {diff} (evaluation uses the trained model's settings)"
                 )
-
-
-def latest_run(outputs: Path = Path("outputs")) -> Path:
-    """The run directory under ``outputs`` whose newest checkpoint is the most recent."""
-    newest: tuple[float, Path] | None = None
-    for ckpt in outputs.glob("*/checkpoints/*.pt"):
-        mtime = ckpt.stat().st_mtime
-        if newest is None or mtime > newest[0]:
-            newest = (mtime, ckpt.parent.parent)
-    if newest is None:
-        raise CheckpointError(f"no run with checkpoints under {outputs}/; train one or pass --run")
-    return newest[1]
 
 
 def evaluate_run(
