@@ -177,8 +177,8 @@ def evaluate_command(
     """Sample, vote and score a run; writes eval/<split>/{predictions,submission,scores}.json
     (eval/<split>@<checkpoint>/ for a checkpoint other than final, and eval/<split>~<tag>/
     for settings other than the run's config, e.g. ~steps1-limit1)."""
-    from arcdiff.eval.evaluate import evaluate_run, latest_run
-    from arcdiff.runs.paths import select_device
+    from arcdiff.eval.evaluate import evaluate_run
+    from arcdiff.runs.paths import latest_run, select_device
 
     if run is None:
         run = latest_run()
