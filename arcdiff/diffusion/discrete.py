@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from arcdiff.config import DiffusionConfig
+from arcdiff.config import NUM_COLOURS, DiffusionConfig
 from arcdiff.diffusion.schedules import alpha_bar as schedule_alpha_bar
 from arcdiff.errors import ConfigError
 
-NUM_COLOURS = 10
 MASK = NUM_COLOURS  # token 10 on the noisy output canvas (absorbing kernel)
 LOGSNR_LIMIT = 20.0
 
@@ -79,7 +78,8 @@ class DiscreteDiffusion:
         a = self.alpha_bar(step).double().clamp(1e-12, 1 - 1e-12)
         return (a.log() - (-a).log1p()).clamp(-LOGSNR_LIMIT, LOGSNR_LIMIT).float()
 
-    def sample_steps(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def draw_timesteps(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` training timesteps, uniform over 0..num_timesteps-1."""
         return torch.randint(0, self.num_timesteps, (n,), generator=generator)
 
     def noise_like(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:

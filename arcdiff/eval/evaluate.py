@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from arcdiff.config import Config, config_to_dict, load_config
+from arcdiff.config import Config, EvalConfig, config_to_dict, load_config
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
@@ -39,18 +40,11 @@ TAGGED = {
 
 
 @dataclass(frozen=True)
-class EvalSettings:
-    split: str
-    num_steps: int = 32
-    maj: bool = True
-    num_augs: int = 8
-    limit: int | None = None
+class EvalSettings(EvalConfig):
+    """One evaluation: a config's eval section (how to sample, vote and score) and the
+    checkpoint it reads. A value the user can mistype is checked with the option's name."""
+
     checkpoint: str = "final"
-    use_ema: bool = True
-    batch_size: int = 256
-    seed: int = 0
-    size_vote: bool = True
-    size_prior: bool = True
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "num_augs", "limit", "batch_size"):
@@ -58,13 +52,12 @@ class EvalSettings:
             if value is not None and (isinstance(value, bool) or value < 1):
                 option = "--" + name.replace("_", "-")
                 raise ConfigError(f"{option} {value}: must be >= 1 (eval.{name} in a config)")
+        super().__post_init__()
 
     @classmethod
     def from_config(cls, cfg: Config, **given: Any) -> EvalSettings:
         """The config's eval section, with the options given (not None) on top."""
-        fields = ("split", "num_steps", "maj", "num_augs", "limit", "use_ema", "batch_size")
-        fields += ("seed", "size_vote", "size_prior")
-        base = {name: getattr(cfg.eval, name) for name in fields}
+        base = dataclasses.asdict(cfg.eval)
         return cls(**{**base, **{k: v for k, v in given.items() if v is not None}})
 
 

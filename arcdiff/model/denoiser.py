@@ -29,10 +29,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from arcdiff.config import ModelConfig
+from arcdiff.config import NUM_COLOURS, ModelConfig
 from arcdiff.model.layers import Block, NoiseLevelEmbedding
 
-NUM_COLOURS = 10
 VOCAB = NUM_COLOURS + 1  # colours + PAD (input canvas) / MASK (output canvas)
 PAD_TOKEN = NUM_COLOURS  # the input canvas's padding token, as in arcdiff.data.encode
 

@@ -130,7 +130,7 @@ class TrainStep:
         for k in range(self.grad_accum):
             began = time.perf_counter()
             batch = to_device(draw(micro), device)
-            steps = self.diffusion.sample_steps(micro, noise_gen)
+            steps = self.diffusion.draw_timesteps(micro, noise_gen)
             self.sync()
             drawn = time.perf_counter()
             last = k == self.grad_accum - 1
