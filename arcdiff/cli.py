@@ -55,16 +55,6 @@ def config_tree(cfg: Config) -> Tree:
     return tree
 
 
-def _quick_eval_callback(cfg: Config) -> Any:
-    """train()'s on_eval hook when train.quick_eval_every is set (pass@2 on a few tasks)."""
-    if not cfg.train.quick_eval_every:
-        return None
-    from arcdiff.data.dataset import stream_from_config
-    from arcdiff.eval.evaluate import quick_eval
-
-    return quick_eval(cfg, stream_from_config(cfg.data).task_ids)
-
-
 @app.command("train")
 @user_errors
 def train_command(
@@ -84,6 +74,7 @@ def train_command(
     """Train a denoiser; writes config.json, metrics.jsonl and checkpoints/ in the run directory.
 
     Ctrl-C or SIGTERM saves checkpoints/last.pt and exits 130 / 143; --resume continues."""
+    from arcdiff.pipeline import quick_eval_callback
     from arcdiff.runs.paths import select_device
     from arcdiff.train.trainer import train
 
@@ -97,7 +88,7 @@ def train_command(
         device=select_device(device) if device else None,
         progress=progress,
         console=console,
-        on_eval=_quick_eval_callback(cfg),
+        on_eval=quick_eval_callback(cfg),
     )
     val = result.val
     summary = f"val loss {val['val_loss']:.4f}, val acc {val['val_acc']:.3f}" if val else ""
@@ -105,13 +96,6 @@ def train_command(
         f"[green]done[/]: {result.step} steps ({result.stop_reason}), "
         f"{result.skipped_steps} skipped; {summary}; run dir {escape(str(run_dir))}"
     )
-
-
-def _eval_settings(cfg: Config, **given: Any) -> Any:
-    """EvalSettings from the config's eval section, with the options the user gave on top."""
-    from arcdiff.eval.evaluate import EvalSettings
-
-    return EvalSettings.from_config(cfg, **given)
 
 
 def _show_scores(scores: dict[str, Any], stats: bool) -> None:
@@ -177,7 +161,7 @@ def evaluate_command(
     """Sample, vote and score a run; writes eval/<split>/{predictions,submission,scores}.json
     (eval/<split>@<checkpoint>/ for a checkpoint other than final, and eval/<split>~<tag>/
     for settings other than the run's config, e.g. ~steps1-limit1)."""
-    from arcdiff.eval.evaluate import evaluate_run
+    from arcdiff.eval.evaluate import EvalSettings, evaluate_run
     from arcdiff.runs.paths import latest_run, select_device
 
     if run is None:
@@ -191,7 +175,7 @@ def evaluate_command(
 
         config_dir = find_adapter(run, adapter)
     cfg = load_config(config_dir / "config.json", set_ or [])
-    settings = _eval_settings(
+    settings = EvalSettings.from_config(
         cfg,
         split=split,
         num_steps=num_steps,
@@ -322,38 +306,23 @@ def pipeline_command(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train, evaluate the configured split, and write the report, into one run directory."""
-    from arcdiff.eval.evaluate import evaluate_run
-    from arcdiff.report import write_report
+    from arcdiff.pipeline import run_pipeline
     from arcdiff.runs.paths import select_device
-    from arcdiff.train.trainer import train
 
     cfg = load_config(config, set_ or [])
-    run_dir = out or Path("outputs") / cfg.name
-    torch_device = select_device(device) if device else None
     if not skip_training:
         console.print(config_tree(cfg))
-        result = train(
-            cfg,
-            run_dir,
-            resume=resume,
-            device=torch_device,
-            progress=progress,
-            console=console,
-            on_eval=_quick_eval_callback(cfg),
-        )
-        console.print(f"trained {result.step} steps ({result.stop_reason})")
-    elif not (run_dir / "checkpoints").is_dir():
-        raise CheckpointError(f"{run_dir}: no trained run to reuse (drop --skip-training)")
-    scores = evaluate_run(
-        run_dir,
-        _eval_settings(cfg),
-        device=torch_device,
+    result = run_pipeline(
+        cfg,
+        out or Path("outputs") / cfg.name,
+        skip_training=skip_training,
+        resume=resume,
+        device=select_device(device) if device else None,
         console=console,
         progress=progress,
-        expect=cfg,
     )
-    _show_scores(scores, stats)
-    console.print(f"report: {escape(str(write_report(run_dir)))}")
+    _show_scores(result.scores, stats)
+    console.print(f"report: {escape(str(result.report))}")
 
 
 @config_app.command("show")
