@@ -12,7 +12,7 @@ from arcdiff.cli import app
 from arcdiff.config import load_config
 from arcdiff.data.inspect import GridDrawing, task_table
 from arcdiff.data.tasks import load_tasks
-from tests.test_tasks import BAD_FIXTURES
+from tests.data.test_tasks import BAD_FIXTURES
 
 BAD_STEMS = [stem for stem, _, _ in BAD_FIXTURES] + ["malformed_json"]
 
