@@ -11,8 +11,8 @@ import orjson
 
 from arcdiff.data.tasks import Grid, load_tasks
 from arcdiff.errors import DataError
-from arcdiff.report.read import Run, SplitEval
 from arcdiff.report.rows import sorted_tasks, summary_rows
+from arcdiff.runs.paths import RunFiles, SplitEval
 
 
 def as_grid(value: Any) -> Grid | None:
@@ -128,7 +128,7 @@ def score_columns(splits: Sequence[SplitReport]) -> tuple[list[str], list[tuple[
 class Report:
     """What the markdown and the HTML page both show of a run."""
 
-    run: Run
+    run: RunFiles
     params: str  # the parameter count as text
     notes: list[str]  # what the run directory lacks
     curves: list[tuple[str, str]]  # (PNG file name, title) of the curves drawn

@@ -8,6 +8,7 @@ step), ``checkpoints/<name>.pt`` (``final``, ``best``, ``last``, ``step_*``, ``m
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import orjson
 import torch
 
 import arcdiff
-from arcdiff.errors import CheckpointError, ConfigError
+from arcdiff.errors import CheckpointError, ConfigError, DataError
 
 CHECKPOINTS = ("final", "best", "last")  # the checkpoints every finished run has
 CONFIG = "config.json"
@@ -82,3 +83,87 @@ def select_device(name: str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def metrics_rows(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
+    """Each line with its row; a last line cut short (a killed run) is left out."""
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append((line, orjson.loads(line)))
+        except orjson.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return out
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    return [row for _, row in metrics_rows(run_dir / METRICS)]
+
+
+@dataclass(frozen=True)
+class SplitEval:
+    """One eval/<split>/ folder; either file may be missing."""
+
+    dirname: str
+    scores: dict[str, Any] | None
+    predictions: dict[str, Any] | None
+
+    @property
+    def split(self) -> str:
+        settings = (self.scores or {}).get("settings") or {}
+        return settings.get("split") or self.dirname
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """A run directory as :func:`read_run` found it."""
+
+    path: Path
+    config: dict[str, Any] | None
+    metrics: list[dict[str, Any]]
+    evals: list[SplitEval]
+    checkpoints: list[str] = field(default_factory=list)  # names present, e.g. ["final", "last"]
+
+    @property
+    def name(self) -> str:
+        return str((self.config or {}).get("name") or self.path.name)
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_run(run_dir: Path) -> RunFiles:
+    """What a run directory holds: config, metrics, evaluations, the checkpoints present.
+
+    A missing directory, or one without any of them, is a CheckpointError."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    eval_dir = run_dir / "eval"
+    ckpt_dir = run_dir / "checkpoints"
+    if not any(
+        p.exists() for p in (run_dir / "config.json", run_dir / "metrics.jsonl", eval_dir, ckpt_dir)
+    ):
+        raise CheckpointError(
+            f"{run_dir}: not a run directory (no config.json, metrics.jsonl, checkpoints/ or eval/)"
+        )
+    try:
+        metrics = read_metrics(run_dir)
+    except orjson.JSONDecodeError as e:
+        raise DataError(f"{run_dir / 'metrics.jsonl'}: a line is not valid JSON ({e})") from None
+    evals = [
+        SplitEval(d.name, _read_json(d / "scores.json"), _read_json(d / "predictions.json"))
+        for d in (sorted(eval_dir.iterdir()) if eval_dir.is_dir() else [])
+        if d.is_dir()
+    ]
+    checkpoints = [n for n in CHECKPOINTS if (ckpt_dir / f"{n}.pt").is_file()]
+    return RunFiles(run_dir, _read_json(run_dir / "config.json"), metrics, evals, checkpoints)
