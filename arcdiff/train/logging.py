@@ -12,6 +12,8 @@ import orjson
 
 from arcdiff.config import Config, config_to_dict
 from arcdiff.errors import OutputError
+from arcdiff.runs.paths import metrics_rows
+from arcdiff.runs.paths import read_metrics as read_metrics  # its callers' import path
 
 
 def _plain(value: Any) -> Any:
@@ -94,27 +96,8 @@ class MetricsLogger:
             self.wandb_run = None
 
 
-def _rows(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
-    """Each line with its row; a last line cut short (a killed run) is left out."""
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
-    out = []
-    for i, line in enumerate(lines):
-        try:
-            out.append((line, orjson.loads(line)))
-        except orjson.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise
-    return out
-
-
 def _kept_rows(path: Path, rows: int | None, step: int) -> list[bytes]:
-    lines = _rows(path)
+    lines = metrics_rows(path)
     if rows is not None:
         return [line for line, _ in lines[:rows]]
     return [line for line, row in lines if row.get("step", 0) <= step]
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    return [row for _, row in _rows(run_dir / "metrics.jsonl")]
