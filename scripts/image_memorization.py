@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from arcdiff.image.diagnostics import image_shape
-from arcdiff.image.features import classifier_for_run, embed
-from arcdiff.image.image_sample import Sampler, generate
-from arcdiff.image.image_train import load_data, load_run, to_model_range
+from arcdiff.image.unet.diagnostics import image_shape
+from arcdiff.image.unet.metrics import classifier_for_run, embed
+from arcdiff.image.unet.sample import Sampler, generate
+from arcdiff.image.unet.train import load_data, load_run, to_model_range
 
 torch.set_num_threads(1)
 run_dir = Path(sys.argv[1])
@@ -60,7 +60,7 @@ for space, (s, t, tr) in {
         f"{(ds < dt.min()).float().mean():.3f}"
     )
 
-from arcdiff.image.sweep import train_subset_frechet  # noqa: E402
+from arcdiff.image.unet.sweep import train_subset_frechet  # noqa: E402
 
 train_feats = embed(classifier, train_x)[0]
 train_y = torch.from_numpy(train.labels)

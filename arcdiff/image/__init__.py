@@ -1,1 +1,2 @@
-"""Image-diffusion track: Gaussian diffusion core, 2D toy suite (and later small images)."""
+"""Image-diffusion track: Gaussian diffusion and time embeddings shared by the 2D toy suite
+(toy2d/) and the image U-Net (unet/)."""

@@ -58,7 +58,7 @@ def _names(value: str, option: str) -> tuple[str, ...]:
 
 
 def results_table(results: dict[str, dict[str, dict[str, float]]]) -> Table:
-    from arcdiff.image.train import BASELINE_KL
+    from arcdiff.image.toy2d.run import BASELINE_KL
 
     table = Table(title="toy2d results (KL: kNN estimate, k=5, bits; lower is better)")
     for column in ("embedding", "dataset", "train s", "eval loss", "sample s", "KL", "baseline KL"):
@@ -83,15 +83,29 @@ def results_table(results: dict[str, dict[str, dict[str, float]]]) -> Table:
 @image_app.command("toy2d")
 @user_errors
 def toy2d(
-    datasets: Annotated[
-        str, typer.Option(help="Comma-separated toy datasets: circle, dino, line, moons.")
-    ] = "circle,dino,line,moons",
-    embedding: Annotated[
-        str,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="JSON file of toy2d config fields (a run's config.json works too)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
         typer.Option(
-            help="Comma-separated embedding variants: sinusoidal, scaled, time_mlp, band_attention."
+            "--set", help="Override a config field: key=value, applied last (repeatable)."
         ),
-    ] = "sinusoidal",
+    ] = None,
+    datasets: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated toy datasets: circle, dino, line, moons (default: all four)."
+        ),
+    ] = None,
+    embedding: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated embedding variants: sinusoidal (default), scaled, time_mlp, "
+            "band_attention."
+        ),
+    ] = None,
     study: Annotated[
         bool,
         typer.Option(
@@ -133,11 +147,20 @@ def toy2d(
     seed: Annotated[int | None, typer.Option(help="Seed of init, batches and sampling.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
-    """Train the 2D toy suite, print the results table, write final_info.json, samples and PNGs."""
-    from arcdiff.image.mlp import EMBEDDINGS
-    from arcdiff.image.train import Toy2dConfig, run_toy2d
+    """Train the 2D toy suite, print the results table, write final_info.json, samples and PNGs.
 
-    overrides = {
+    Fields come from the defaults, then --config, then the flags, then --set.
+    """
+    from dataclasses import replace
+
+    from arcdiff.image.embeddings import EMBEDDINGS
+    from arcdiff.image.toy2d.config import apply_toy2d_overrides, load_toy2d_config
+    from arcdiff.image.toy2d.run import run_toy2d
+
+    embeddings = None if embedding is None else _names(embedding, "--embedding")
+    flags = {
+        "datasets": None if datasets is None else _names(datasets, "--datasets"),
+        "embeddings": EMBEDDINGS if study else embeddings,
         "train_steps": train_steps,
         "batch_size": batch_size,
         "lr": lr,
@@ -155,16 +178,13 @@ def toy2d(
         "seed": seed,
         "threads": threads,
     }
-    embeddings = EMBEDDINGS if study else _names(embedding, "--embedding")
-    cfg = Toy2dConfig(
-        datasets=_names(datasets, "--datasets"),
-        embeddings=embeddings,
-        **{k: v for k, v in overrides.items() if v is not None},
-    )
+    cfg = load_toy2d_config(config)
+    cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    cfg = apply_toy2d_overrides(cfg, set_ or [])
     if cfg.zero_terminal_snr and cfg.prediction == "eps":
         raise ConfigError("--zero-terminal-snr needs --prediction v or x0")
     if "dino" in cfg.datasets:  # fail before any training if the TSV is missing
-        from arcdiff.image.datasets import datasaurus_path
+        from arcdiff.image.toy2d.data import datasaurus_path
 
         datasaurus_path(dino_tsv)
     out_dir = out or Path("outputs/toy2d_study" if study else "outputs/toy2d")
@@ -205,10 +225,10 @@ def train(
     set_: Sets = None,
 ) -> None:
     """Train a U-Net on images, then write sample grids and diagnostics into the run dir."""
-    from arcdiff.image.diagnostics import write_diagnostics
-    from arcdiff.image.image_config import load_image_config
-    from arcdiff.image.image_train import load_data, torch_threads, train_image_model
-    from arcdiff.image.unet import count_parameters
+    from arcdiff.image.unet.config import load_image_config
+    from arcdiff.image.unet.diagnostics import write_diagnostics
+    from arcdiff.image.unet.model import count_parameters
+    from arcdiff.image.unet.train import load_data, torch_threads, train_image_model
 
     cfg = load_image_config(config, set_ or [])
     out_dir = out or Path("outputs") / cfg.name
@@ -259,10 +279,10 @@ def sample(
     import numpy as np
     import torch
 
-    from arcdiff.image import plots
-    from arcdiff.image.diagnostics import image_shape, write_diagnostics
-    from arcdiff.image.image_sample import Sampler, generate
-    from arcdiff.image.image_train import load_run, torch_threads
+    from arcdiff.image.unet import plots
+    from arcdiff.image.unet.diagnostics import image_shape, write_diagnostics
+    from arcdiff.image.unet.sample import Sampler, generate
+    from arcdiff.image.unet.train import load_run, torch_threads
 
     loaded = load_run(_run_dir(run))
     s = loaded.cfg.sample
@@ -316,9 +336,9 @@ def sweep(
     """DDIM steps (and DDPM, and guidance) sweep: wall time and sample quality per setting."""
     from dataclasses import replace
 
-    from arcdiff.image.image_config import apply_image_overrides
-    from arcdiff.image.image_train import load_run, torch_threads
-    from arcdiff.image.sweep import METRIC_NOTE, run_sweep
+    from arcdiff.image.unet.config import apply_image_overrides
+    from arcdiff.image.unet.sweep import METRIC_NOTE, run_sweep
+    from arcdiff.image.unet.train import load_run, torch_threads
 
     loaded = load_run(_run_dir(run))
     loaded = replace(loaded, cfg=apply_image_overrides(loaded.cfg, set_ or []))

@@ -53,6 +53,26 @@ def write_json(path: Path, payload: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def metrics_rows(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
+    """Each line with its row; a last line cut short (a killed run) is left out."""
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append((line, orjson.loads(line)))
+        except orjson.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return out
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of ``run_dir/metrics.jsonl`` (none when there is no such file)."""
+    return [row for _, row in metrics_rows(run_dir / METRICS)]
+
+
 def code_version() -> str:
     """arcdiff's version plus the git commit when run from a checkout."""
     try:
@@ -83,25 +103,6 @@ def select_device(name: str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def metrics_rows(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
-    """Each line with its row; a last line cut short (a killed run) is left out."""
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
-    out = []
-    for i, line in enumerate(lines):
-        try:
-            out.append((line, orjson.loads(line)))
-        except orjson.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise
-    return out
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    return [row for _, row in metrics_rows(run_dir / METRICS)]
 
 
 @dataclass(frozen=True)

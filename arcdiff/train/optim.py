@@ -46,6 +46,15 @@ def warmup_cosine(
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
 
 
+def warmup_cosine_lr(lr: float, step: int, warmup: int, total: int) -> float:
+    """``lr`` times ``warmup_cosine`` (floor 0), the image track's schedule. During warmup ``lr``
+    is multiplied in before dividing by ``warmup``, as the image track always has: the other
+    order differs in the last bit for some steps, and its runs stay bit-identical this way."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * warmup_cosine(step, warmup, total)
+
+
 def lr_factor(step: int, cfg: Config, budget_used: float = 0.0) -> float:
     """The trainer's schedule: warmup, then cosine to 0.1 (or constant).
 

@@ -11,7 +11,7 @@ import torch
 from arcdiff.diffusion import schedules
 from arcdiff.errors import ConfigError
 from arcdiff.image import gaussian as G
-from arcdiff.image.mlp import MLPDenoiser
+from arcdiff.image.toy2d.model import MLPDenoiser
 
 MU = torch.tensor([1.0, -2.0], dtype=torch.float64)
 STD = torch.tensor([0.5, 2.0], dtype=torch.float64)  # one axis narrower, one wider than noise

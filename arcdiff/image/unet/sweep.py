@@ -2,7 +2,7 @@
 
 Every setting starts from the same noise and labels (classes in turn), so differences are the
 sampler's. Quality is measured in the feature space of a classifier arcdiff trains on the run's
-own training images (see features.py): Inception weights are not available offline.
+own training images (see metrics.py): Inception weights are not available offline.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from arcdiff.image import plots
-from arcdiff.image.diagnostics import image_shape
-from arcdiff.image.features import classifier_for_run, embed, frechet_distance, sample_quality
-from arcdiff.image.image_sample import Sampler, generate
-from arcdiff.image.image_train import Run, load_data, to_model_range
+from arcdiff.image.unet import plots
+from arcdiff.image.unet.diagnostics import image_shape
+from arcdiff.image.unet.metrics import classifier_for_run, embed, frechet_distance, sample_quality
+from arcdiff.image.unet.sample import Sampler, generate
+from arcdiff.image.unet.train import Run, load_data, to_model_range
 from arcdiff.runs.paths import write_json
 
 Progress = Callable[[str, int, int], None]

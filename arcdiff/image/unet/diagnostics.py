@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from arcdiff.image import plots
-from arcdiff.image.image_sample import (
+from arcdiff.image.unet import plots
+from arcdiff.image.unet.sample import (
     Sampler,
     denoising_trajectory,
     device_of,
@@ -30,7 +30,7 @@ from arcdiff.image.image_sample import (
     reconstruct,
     slerp,
 )
-from arcdiff.image.image_train import Run, load_data, read_metrics, to_model_range
+from arcdiff.image.unet.train import Run, load_data, read_metrics, to_model_range
 from arcdiff.runs.paths import write_json
 
 Progress = Callable[[str, int, int], None]

@@ -12,14 +12,15 @@ import torch
 from typer.testing import CliRunner
 
 from arcdiff.errors import DataError
-from arcdiff.image import datasets as D
 from arcdiff.image.cli import image_app
-from arcdiff.image.metrics import gaussian_kl_bits, knn_kl_divergence
-from arcdiff.image.mlp import EMBEDDINGS, MLPDenoiser
-from arcdiff.image.train import METRIC_KEYS
+from arcdiff.image.embeddings import EMBEDDINGS
+from arcdiff.image.toy2d import data as D
+from arcdiff.image.toy2d.metrics import gaussian_kl_bits, knn_kl_divergence
+from arcdiff.image.toy2d.model import MLPDenoiser
+from arcdiff.image.toy2d.run import METRIC_KEYS
 
 # the shared data folder sits beside the repository (here and in CI)
-SHARED_TSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "DatasaurusDozen.tsv"
+SHARED_TSV = Path(__file__).resolve().parents[4] / "shared" / "data" / "DatasaurusDozen.tsv"
 TSV = Path(os.environ.get("ARCDIFF_DATASAURUS", SHARED_TSV))
 needs_tsv = pytest.mark.skipif(not TSV.is_file(), reason=f"no Datasaurus TSV at {TSV}")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from arcdiff.errors import DataError
-from arcdiff.image.images import load_images, read_idx, resize
+from arcdiff.image.unet.data import load_images, read_idx, resize
 
 
 def write_idx(path, array: np.ndarray) -> None:

@@ -6,7 +6,8 @@ import torch
 
 from arcdiff.diffusion import schedules
 from arcdiff.image.gaussian import GaussianDiffusion
-from arcdiff.image.image_sample import (
+from arcdiff.image.unet.model import UNet
+from arcdiff.image.unet.sample import (
     Sampler,
     chain,
     denoiser_for,
@@ -15,7 +16,6 @@ from arcdiff.image.image_sample import (
     reconstruct,
     slerp,
 )
-from arcdiff.image.unet import UNet
 
 SMALL = dict(base_channels=8, channel_mults=(1, 2), groups=4, num_heads=2)
 

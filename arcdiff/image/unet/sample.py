@@ -14,7 +14,7 @@ from torch import Tensor
 
 from arcdiff.diffusion import schedules
 from arcdiff.image.gaussian import Denoiser, GaussianDiffusion, StepOutput, classifier_free_guidance
-from arcdiff.image.unet import UNet
+from arcdiff.image.unet.model import UNet
 
 
 def device_of(model: torch.nn.Module) -> torch.device:

@@ -10,8 +10,6 @@ samples). The hot loop indexes a pre-shuffled tensor: no DataLoader, no per-samp
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,88 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arcdiff.diffusion import schedules
-from arcdiff.errors import ConfigError
-from arcdiff.image import datasets
-from arcdiff.image.gaussian import PREDICTIONS, SAMPLERS, GaussianDiffusion
-from arcdiff.image.metrics import knn_kl_divergence
-from arcdiff.image.mlp import EMBEDDINGS, MLPDenoiser
+from arcdiff.image.gaussian import GaussianDiffusion
+from arcdiff.image.toy2d.config import Toy2dConfig
+from arcdiff.image.toy2d.data import get_dataset
+from arcdiff.image.toy2d.metrics import knn_kl_divergence
+from arcdiff.image.toy2d.model import MLPDenoiser
 from arcdiff.runs.paths import write_json
+from arcdiff.train.optim import ema_decay_at, ema_update, warmup_cosine_lr
 
 METRIC_KEYS = ("training_time", "eval_loss", "inference_time", "kl_divergence")
 # The published baseline (AI-Scientist templates/2d_diffusion, run_0/final_info.json)
 BASELINE_KL = {"circle": 0.339, "dino": 1.042, "line": 0.154, "moons": 0.1005}
 Progress = Callable[[str, int, int], None]  # (description, completed, total)
-
-
-@dataclass(frozen=True)
-class Toy2dConfig:
-    """Everything that defines a toy2d run (saved as config.json in the run directory)."""
-
-    datasets: tuple[str, ...] = datasets.DATASETS
-    embeddings: tuple[str, ...] = ("sinusoidal",)
-    num_points: int = 100_000
-    # training compute: the baseline's 10,000 steps at batch 256 is the budget
-    train_steps: int = 10_000
-    batch_size: int = 256
-    lr: float = 3e-4
-    warmup_steps: int = 0
-    weight_decay: float = 0.01
-    grad_clip: float = 0.5
-    ema_decay: float = 0.995
-    ema_every: int = 10
-    # diffusion
-    num_timesteps: int = 100
-    # training steps drawn as floor(T * u ** t_power), u ~ U(0, 1): > 1 trains more at low noise
-    t_power: float = 2.0
-    # quadratic betas, zero terminal SNR, v-prediction: NOTES.md, "Image track, part 1"
-    schedule: str = "quadratic"
-    prediction: str = "v"
-    zero_terminal_snr: bool = True
-    # sampling and evaluation
-    sampler: str = "ddpm"
-    eta: float = 0.0
-    sample_steps: int = 100
-    spacing: str = "leading"
-    eval_samples: int = 10_000
-    kl_k: int = 5
-    # model
-    embedding_dim: int = 128
-    hidden_dim: int = 256
-    hidden_layers: int = 3
-    input_scale: float = 25.0
-    seed: int = 0
-    threads: int | None = None  # torch intra-op threads; None keeps torch's default
-
-    def __post_init__(self) -> None:
-        for name in self.datasets:
-            if name not in datasets.DATASETS:
-                raise ConfigError(
-                    f"unknown dataset {name!r}; expected one of {', '.join(datasets.DATASETS)}"
-                )
-        for name in self.embeddings:
-            if name not in EMBEDDINGS:
-                raise ConfigError(
-                    f"unknown embedding {name!r}; expected one of {', '.join(EMBEDDINGS)}"
-                )
-        checks = [
-            (self.schedule in schedules.SCHEDULES, "schedule", ", ".join(schedules.SCHEDULES)),
-            (self.prediction in PREDICTIONS, "prediction", ", ".join(PREDICTIONS)),
-            (self.sampler in SAMPLERS, "sampler", ", ".join(SAMPLERS)),
-            (self.spacing in schedules.SPACINGS, "spacing", ", ".join(schedules.SPACINGS)),
-            (self.train_steps >= 1, "train_steps", ">= 1"),
-            (self.t_power > 0, "t_power", "> 0"),
-            (self.batch_size >= 1, "batch_size", ">= 1"),
-            (1 <= self.sample_steps <= self.num_timesteps, "sample_steps", "1..num_timesteps"),
-            (self.eval_samples > self.kl_k, "eval_samples", "> kl_k"),
-            (self.num_points > self.kl_k + 1, "num_points", "> kl_k + 1"),
-        ]
-        for ok, key, expected in checks:
-            if not ok:
-                raise ConfigError(f"toy2d {key} = {getattr(self, key)!r}: expected {expected}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def make_diffusion(cfg: Toy2dConfig) -> GaussianDiffusion:
@@ -127,10 +55,7 @@ def make_model(cfg: Toy2dConfig, embedding: str) -> MLPDenoiser:
 
 def lr_at(cfg: Toy2dConfig, step: int) -> float:
     """Linear warmup, then cosine decay to 0 at train_steps (the baseline's CosineAnnealingLR)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.train_steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine_lr(cfg.lr, step, cfg.warmup_steps, cfg.train_steps)
 
 
 def train_timesteps(cfg: Toy2dConfig, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -166,7 +91,7 @@ def train_denoiser(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
     )
-    params, ema_params = list(model.parameters()), list(ema.parameters())
+    params = list(model.parameters())
     n = len(data)
     losses = np.empty(cfg.train_steps, dtype=np.float32)
     order = torch.randperm(n, generator=gen)
@@ -192,9 +117,7 @@ def train_denoiser(
         if (step + 1) % cfg.ema_every == 0:
             # decay warms up so early EMA weights are not stuck at the initialisation
             updates = (step + 1) // cfg.ema_every
-            decay = min(cfg.ema_decay, (1 + updates) / (10 + updates))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, params, 1 - decay)
+            ema_update(ema, model, ema_decay_at(updates, cfg.ema_decay))
         losses[step] = loss.item()
         if progress is not None and ((step + 1) % report_every == 0 or step + 1 == cfg.train_steps):
             progress(description, step + 1, cfg.train_steps)
@@ -326,11 +249,9 @@ def _run_toy2d(
     dino_tsv: str | Path | None,
     progress: Progress | None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    from arcdiff.image import plots  # matplotlib only when a run writes pictures
+    from arcdiff.image.toy2d import plots  # matplotlib only when a run writes pictures
 
-    data = {
-        name: datasets.get_dataset(name, cfg.num_points, dino_tsv=dino_tsv) for name in cfg.datasets
-    }
+    data = {name: get_dataset(name, cfg.num_points, dino_tsv=dino_tsv) for name in cfg.datasets}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", cfg.to_dict())
     results: dict[str, dict[str, dict[str, float]]] = {}

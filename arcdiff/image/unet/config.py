@@ -17,7 +17,7 @@ import orjson
 
 from arcdiff.config import PRESET_DIR, _check, build_sections, override_sections
 from arcdiff.errors import ConfigError
-from arcdiff.image.images import IMAGE_DATASETS
+from arcdiff.image.unet.data import IMAGE_DATASETS
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,17 @@ import torch
 from typer.testing import CliRunner
 
 from arcdiff.image.cli import image_app
-from arcdiff.image.features import classifier_for_run, embed, sample_quality
-from arcdiff.image.image_sample import Sampler, generate
-from arcdiff.image.image_train import load_data, load_run, to_model_range
+from arcdiff.image.unet.metrics import classifier_for_run, embed, sample_quality
+from arcdiff.image.unet.sample import Sampler, generate
+from arcdiff.image.unet.train import load_data, load_run, to_model_range
 from arcdiff.runs.checkpoint import save_checkpoint
 
-from .test_image_train import TINY
+from ..cli_errors import one_error_line
+from .test_train import TINY
 
 pytest.importorskip("sklearn")
 
 SETS = [arg for item in [*TINY, "train.steps=3"] for arg in ("--set", item)]
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

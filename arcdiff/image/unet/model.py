@@ -18,7 +18,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from arcdiff.image.mlp import SinusoidalEmbedding
+from arcdiff.image.embeddings import SinusoidalEmbedding
 
 
 def _zero(module: nn.Module) -> nn.Module:

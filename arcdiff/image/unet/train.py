@@ -12,7 +12,6 @@ Run directory: config.json, metrics.jsonl, checkpoints/{last,final}.pt, train_su
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -28,17 +27,18 @@ from torch import Tensor, nn
 
 from arcdiff.errors import CheckpointError
 from arcdiff.image.gaussian import GaussianDiffusion
-from arcdiff.image.image_config import ImageConfig, image_config_from_dict
-from arcdiff.image.images import ImageSet, load_images
-from arcdiff.image.unet import UNet, count_parameters
+from arcdiff.image.unet.config import ImageConfig, image_config_from_dict
+from arcdiff.image.unet.data import ImageSet, load_images
+from arcdiff.image.unet.model import UNet, count_parameters
 from arcdiff.runs.checkpoint import (
+    checkpoint_state,
     first_difference,
     load_checkpoint,
     load_state_strict,
     save_checkpoint,
 )
-from arcdiff.runs.paths import code_version, write_json
-from arcdiff.train.logging import read_metrics
+from arcdiff.runs.paths import read_metrics, select_device, write_json
+from arcdiff.train.optim import ema_decay_at, ema_update, warmup_cosine_lr
 
 CHECKPOINT_KIND = "arcdiff.image.unet"
 # train fields that may change on --resume; everything else must match the checkpoint
@@ -90,10 +90,7 @@ def make_diffusion(cfg: ImageConfig) -> GaussianDiffusion:
 def lr_at(cfg: ImageConfig, step: int) -> float:
     """Linear warmup to train.lr, then cosine decay to 0 at train.steps."""
     t = cfg.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-    return t.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine_lr(t.lr, step, t.warmup_steps, t.steps)
 
 
 @contextmanager
@@ -108,12 +105,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def select_device(name: str | None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @dataclass
 class Run:
     """A trained (or loaded) image model with everything needed to sample from it."""
@@ -126,21 +117,21 @@ class Run:
     step: int
 
 
-def checkpoint_state(
+def image_checkpoint(
     run: Run, optimizer: torch.optim.Optimizer, gen: torch.Generator, args: dict[str, Any]
 ) -> dict[str, Any]:
-    return {
-        "kind": CHECKPOINT_KIND,
-        "model": run.model.state_dict(),
-        "ema": run.ema.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "step": run.step,
-        "rng": {"batches": gen.get_state(), "torch": torch.get_rng_state()},
-        "config": run.cfg.to_dict(),
-        "model_args": args,
-        "class_names": run.class_names,
-        "code_version": code_version(),
-    }
+    """runs/checkpoint.py's layout plus the image track's kind, optimizer, RNGs and classes."""
+    return checkpoint_state(
+        model=run.model,
+        ema=run.ema,
+        config=run.cfg.to_dict(),
+        step=run.step,
+        model_args=args,
+        kind=CHECKPOINT_KIND,
+        optimizer=optimizer.state_dict(),
+        rng={"batches": gen.get_state(), "torch": torch.get_rng_state()},
+        class_names=run.class_names,
+    )
 
 
 def check_image_checkpoint(state: dict[str, Any], where: str) -> None:
@@ -231,7 +222,7 @@ def train_image_model(
     images = to_model_range(data.images).to(device)  # (N, C, H, W)
     labels = torch.from_numpy(data.labels).to(device)
     null_class = data.num_classes
-    params, ema_params = list(model.parameters()), list(run.ema.parameters())
+    params = list(model.parameters())
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.type == "cuda" and t.bf16
@@ -264,9 +255,7 @@ def train_image_model(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         # EMA whose decay warms up, so early averages are not stuck at the initialisation
-        ema_decay = min(t.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - ema_decay)
+        ema_update(run.ema, model, ema_decay_at(step, t.ema_decay))
         run.step = step + 1
         window.append(total)
         if run.step % t.log_every == 0 or run.step == t.steps:
@@ -281,11 +270,11 @@ def train_image_model(
                 f.write(orjson.dumps(row) + b"\n")
             window = []
         if run.step % t.save_every == 0:
-            save_checkpoint(ckpt_dir / "last.pt", checkpoint_state(run, optimizer, gen, args))
+            save_checkpoint(ckpt_dir / "last.pt", image_checkpoint(run, optimizer, gen, args))
         if progress is not None:
             progress("training", run.step, t.steps)
     wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
-    state = checkpoint_state(run, optimizer, gen, args)
+    state = image_checkpoint(run, optimizer, gen, args)
     save_checkpoint(ckpt_dir / "last.pt", state)
     save_checkpoint(ckpt_dir / "final.pt", state)
     rows = read_metrics(run_dir)

@@ -1,0 +1,1 @@
+"""Image diffusion with a U-Net: config, data readers, model, train, sample, metric, diagnostics."""
