@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from arcdiff.config import Config, config_to_dict, save_config
+from arcdiff.console import progress_bar
 from arcdiff.data.dataset import TrainingStream, stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import TrainingError
@@ -271,15 +271,7 @@ def train(
         every_s = (t.checkpoint_minutes or 0) * 60
         saved_at = time.monotonic() - start  # run time of the last by-the-clock save
 
-        bar = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not (progress and ddp.is_main),
-        )
+        bar = progress_bar("train", console, progress and ddp.is_main)
         with bar, StopSignals() as signals:
             job = bar.add_task("train", total=stop_at, completed=s.step, info="")
             while s.step < stop_at:
