@@ -147,7 +147,7 @@ def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], wh
 
 def checkpoint_state(
     *,
-    model: nn.Module,
+    model: nn.Module | dict[str, torch.Tensor],
     ema: nn.Module | dict[str, torch.Tensor],
     config: dict[str, Any],
     step: int,
@@ -158,7 +158,7 @@ def checkpoint_state(
     model's constructor arguments and the code version, plus what each writer adds (optimizer,
     scheduler and RNG states for training; the source run for a merged adapter)."""
     return {
-        "model": model.state_dict(),
+        "model": model if isinstance(model, dict) else model.state_dict(),
         "ema": ema if isinstance(ema, dict) else ema.state_dict(),
         "config": config,
         "step": step,
