@@ -171,7 +171,7 @@ def evaluate_command(
         raise CheckpointError(f"{run}: no such run directory")
     config_dir = run
     if adapter is not None:
-        from arcdiff.train.lora import find_adapter
+        from arcdiff.adapt import find_adapter
 
         config_dir = find_adapter(run, adapter)
     cfg = load_config(config_dir / "config.json", set_ or [])
@@ -185,11 +185,17 @@ def evaluate_command(
         checkpoint=checkpoint,
         use_ema=ema,
     )
+    torch_device = select_device(device)
+    model = None
+    if adapter is not None:  # the base run with the adapter; scores in RUN/lora/NAME/eval/
+        from arcdiff.adapt import adapter_eval_model
+
+        model = adapter_eval_model(run, adapter, device=torch_device)
     scores = evaluate_run(
         run,
         settings,
-        adapter=adapter,
-        device=select_device(device),
+        model=model,
+        device=torch_device,
         console=console,
         expect=cfg,
         force=force,
@@ -246,8 +252,8 @@ def lora_command(
 ) -> None:
     """Adapt a trained run to unseen tasks: new task embeddings plus peft LoRA (or the
     embeddings only, or every weight), trained on their demonstration pairs; then compare."""
+    from arcdiff.adapt import load_base, lora_config, run_lora
     from arcdiff.runs.paths import select_device
-    from arcdiff.train.lora import load_base, lora_config, run_lora
 
     base_run = load_base(base, checkpoint)
     cfg = lora_config(base_run, config, set_ or [])

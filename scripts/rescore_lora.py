@@ -16,9 +16,7 @@ from pathlib import Path
 
 import torch
 
-from arcdiff.data.tasks import load_tasks
-from arcdiff.terminal import console, write_json
-from arcdiff.train.lora import (
+from arcdiff.adapt import (
     BASELINE,
     ModeResult,
     adapted_task_ids,
@@ -29,6 +27,8 @@ from arcdiff.train.lora import (
     prepare,
     score_adapted,
 )
+from arcdiff.data.tasks import load_tasks
+from arcdiff.terminal import console, write_json
 
 NAMES = (BASELINE, "shared", "embeddings-only", "full", "per-task")
 

@@ -13,14 +13,14 @@ from typing import Any
 import orjson
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from arcdiff.config import Config, EvalConfig, config_to_dict, load_config
+from arcdiff.console import progress_bar
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from arcdiff.eval.sample import predict_tasks
-from arcdiff.eval.score import predictions_json, score_split, submission
+from arcdiff.eval.score import Predictions, predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.checkpoint import first_difference, load_run_model
 from arcdiff.runs.paths import CHECKPOINTS, select_device, write_json
@@ -136,11 +136,43 @@ def _check_config(cfg: Config, path: Path, config_dir: Path, expect: Config | No
                 )
 
 
+@dataclass(frozen=True)
+class EvalModel:
+    """What one evaluation samples with: ``predict`` has :func:`predict_tasks`'s signature
+    without the model (diffusion, tasks, task_index, **settings), ``cfg`` is the config the
+    model was trained with and ``out_root`` the folder whose ``eval/`` receives the scores."""
+
+    predict: Callable[..., Predictions]
+    cfg: Config
+    task_ids: list[str]  # task id of each embedding row
+    step: int
+    out_root: Path
+    adapter: str | None = None  # the adapter's name, recorded in scores.json
+
+
+def run_eval_model(
+    run_dir: Path, settings: EvalSettings, device: torch.device, expect: Config | None = None
+) -> EvalModel:
+    """A run's own checkpoint (``settings.checkpoint``), checked against its config.json and
+    ``expect``; scores go to the run's ``eval/``."""
+    path = run_dir / "checkpoints" / f"{settings.checkpoint}.pt"
+    if settings.checkpoint not in CHECKPOINTS and not path.is_file():
+        saved = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
+        raise CheckpointError(
+            f"--checkpoint {settings.checkpoint}: no such checkpoint in {run_dir} "
+            f"(has: {', '.join(saved) or 'none'})"
+        )
+    model, cfg, state = load_run_model(path, use_ema=settings.use_ema)
+    _check_config(cfg, path, run_dir, expect)
+    predict = functools.partial(predict_tasks, model.to(device))
+    return EvalModel(predict, cfg, state["task_ids"], state["step"], run_dir)
+
+
 def evaluate_run(
     run_dir: Path,
     settings: EvalSettings,
     *,
-    adapter: str | None = None,
+    model: EvalModel | None = None,
     device: torch.device | None = None,
     console: Console | None = None,
     progress: bool = True,
@@ -150,8 +182,9 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Predict, vote and score one split of a run; returns and writes scores.json.
 
-    ``adapter`` names a LoRA adapter of the run (``RUN/lora/NAME``): the base model with it,
-    scored into the adapter's own ``eval/``; the base run's files stay as they are.
+    ``model``: what to sample with (default :func:`run_eval_model`, the run's own checkpoint);
+    one with a LoRA adapter of the run (``arcdiff evaluate --adapter``) scores into the
+    adapter's own ``eval/`` and leaves the base run's files as they are.
     ``out_name``: the folder under ``eval/`` (default :func:`eval_dirname`, tagged with the
     settings that differ from the run's config.json). Scores made with other settings are
     not replaced unless ``force``. ``expect``: the config the caller resolved (with --set);
@@ -160,23 +193,9 @@ def evaluate_run(
     console = console or Console()
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
-    if adapter is None:
-        path = run_dir / "checkpoints" / f"{settings.checkpoint}.pt"
-        if settings.checkpoint not in CHECKPOINTS and not path.is_file():
-            saved = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
-            raise CheckpointError(
-                f"--checkpoint {settings.checkpoint}: no such checkpoint in {run_dir} "
-                f"(has: {', '.join(saved) or 'none'})"
-            )
-        model, cfg, state = load_run_model(path, use_ema=settings.use_ema)
-        _check_config(cfg, path, run_dir, expect)
-        predict, out_root = functools.partial(predict_tasks, model.to(device)), run_dir
-    else:  # a LoRA adapter of this run (arcdiff lora): its tasks, scores in its own directory
-        from arcdiff.train.lora import load_adapted
-
-        loaded = load_adapted(run_dir, adapter, device=device)
-        predict, cfg, out_root = loaded.adapted.predict, loaded.cfg, loaded.path
-        state = {"task_ids": loaded.adapted.task_ids, "step": loaded.manifest["base_step"]}
+    if model is None:
+        model = run_eval_model(run_dir, settings, device, expect)
+    cfg, out_root = model.cfg, model.out_root
     sampling_steps(cfg.diffusion.num_timesteps, settings.num_steps)  # a clear ConfigError first
     tasks = load_tasks(
         settings.split,
@@ -196,20 +215,13 @@ def evaluate_run(
     described = {**vars(settings), "num_augs": settings.num_augs if settings.maj else 1}
     _check_existing(out, described, force)
     diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
-    task_index = {task_id: i for i, task_id in enumerate(state["task_ids"])}
+    task_index = {task_id: i for i, task_id in enumerate(model.task_ids)}
     if not console.is_terminal and progress:  # no bar in a log file: a line per phase
         console.print(f"sampling {len(tasks)} tasks of {settings.split} into {out}", markup=False)
     start = time.monotonic()
-    bar = Progress(
-        TextColumn("[bold]sample"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-    )
+    bar = progress_bar("sample", console, progress, info=False)
     with bar:
-        predictions = predict(
+        predictions = model.predict(
             diffusion,
             tasks.tasks,  # test inputs only: outputs stay in tasks.solutions for the scorer
             task_index,
@@ -233,8 +245,8 @@ def evaluate_run(
         "run": str(run_dir),
         "device": str(device),
         "wall_s": wall,
-        "step": state["step"],
-        "adapter": adapter,
+        "step": model.step,
+        "adapter": model.adapter,
         "folder": out.name,
     }
     write_json(out / "predictions.json", predictions_json(predictions))

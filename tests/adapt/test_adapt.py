@@ -7,13 +7,7 @@ import orjson
 import pytest
 import torch
 
-from arcdiff.config import load_config
-from arcdiff.data.dataset import TrainingStream
-from arcdiff.data.tasks import TaskSet, load_tasks
-from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.errors import CheckpointError, ConfigError, DataError
-from arcdiff.runs.checkpoint import load_checkpoint, load_run_model, save_checkpoint
-from arcdiff.train.lora import (
+from arcdiff.adapt import (
     adapt,
     adapted_task_ids,
     expanded_model,
@@ -26,6 +20,12 @@ from arcdiff.train.lora import (
     save_adapted,
     save_merged,
 )
+from arcdiff.config import load_config
+from arcdiff.data.dataset import TrainingStream
+from arcdiff.data.tasks import TaskSet, load_tasks
+from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.errors import CheckpointError, ConfigError, DataError
+from arcdiff.runs.checkpoint import load_checkpoint, load_run_model, save_checkpoint
 from arcdiff.train.step import diffusion_loss
 from arcdiff.train.trainer import train
 from tests.conftest import SMALL_TASKS, tiny_overrides
