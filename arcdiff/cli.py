@@ -11,13 +11,14 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.markup import escape
-from rich.text import Text
 from rich.tree import Tree
 
 from arcdiff.config import Config, config_to_dict, load_config, save_config
-from arcdiff.errors import CheckpointError, DataError
+from arcdiff.console import console, user_errors
+from arcdiff.data.cli import data_app
+from arcdiff.errors import CheckpointError
 from arcdiff.image.cli import image_app
-from arcdiff.terminal import console, err_console, user_errors, write_json
+from arcdiff.options import SOURCE_HELP, ConfigOpt, SetOpt
 
 app = typer.Typer(
     name="arcdiff",
@@ -26,23 +27,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-data_app = typer.Typer(help="Inspect and validate task sources.", no_args_is_help=True)
 config_app = typer.Typer(help="Show resolved configurations.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(image_app, name="image")
-
-ConfigOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--config", "-c", help="Config file, or a preset name from configs/ (e.g. smol_aa1)."
-    ),
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config field: section.key=value (repeatable)."),
-]
-SOURCE_HELP = "aa1:train, aa1:eval, aa2:train, aa2:eval, a folder of task JSON, or a JSON file."
 
 
 def config_tree(cfg: Config) -> Tree:
@@ -346,111 +334,6 @@ def config_show(
     if save is not None:
         save_config(cfg, save)
         console.print(f"saved {save}")
-
-
-@data_app.command("info")
-@user_errors
-def data_info(
-    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
-    max_size: Annotated[
-        int | None, typer.Option(help="Keep tasks whose demonstrations and test inputs fit.")
-    ] = None,
-    ids: Annotated[str | None, typer.Option(help="Comma-separated task ids to keep.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Keep the first N tasks.")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the summary to this JSON file.")
-    ] = None,
-) -> None:
-    """Tasks, pairs, test inputs, grid sizes and colours of a source.
-
-    Filters default to the config's data section when --config or --set is given.
-    """
-    from arcdiff.data.inspect import summarize, summary_tables
-    from arcdiff.data.tasks import MAX_SIDE, load_tasks
-
-    data = load_config(config, set_ or []).data if (config or set_) else None
-    tasks = load_tasks(
-        source,
-        max_size=max_size or (data.max_size if data else MAX_SIDE),
-        ids=ids.split(",") if ids else (data.ids if data else None),
-        limit=limit or (data.limit if data else None),
-    )
-    summary = summarize(tasks)
-    console.print(summary_tables(summary))
-    if json_out is not None:
-        write_json(json_out, summary)
-
-
-@data_app.command("validate")
-@user_errors
-def data_validate(
-    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the problems to this JSON file.")
-    ] = None,
-) -> None:
-    """Check every grid of every task and report all problems; exit 1 if there are any."""
-    from arcdiff.data.inspect import problems_table
-    from arcdiff.data.tasks import check_source
-
-    count, problems = check_source(source)
-    if json_out is not None:
-        write_json(
-            json_out,
-            {
-                "source": source,
-                "tasks": count,
-                "problems": [
-                    {"file": p.origin, "task": p.task_id, "where": p.location, "problem": p.message}
-                    for p in problems
-                ],
-            },
-        )
-    if problems:
-        console.print(problems_table(problems))
-        message = f"{source}: {len(problems)} problem(s) in {count} task(s)"
-        err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
-        raise typer.Exit(1)
-    console.print(
-        Text("ok: ", style="green") + Text(f"{source}: {count} task(s), every grid valid")
-    )
-
-
-def split_task_ref(ref: str) -> tuple[str, str]:
-    """``aa1:eval/007bbfb7`` -> ("aa1:eval", "007bbfb7"); a task file is its own source."""
-    path = Path(ref)
-    if path.is_file():
-        return ref, path.stem
-    source, sep, task_id = ref.rpartition("/")
-    if not sep or not source or not task_id:
-        raise DataError(f"'{ref}': expected SOURCE/TASK_ID, e.g. aa1:eval/00576224")
-    return source, task_id
-
-
-@data_app.command("show")
-@user_errors
-def data_show(
-    ref: Annotated[
-        str, typer.Argument(help="SOURCE/TASK_ID, e.g. aa1:train/007bbfb7, or a task file.")
-    ],
-    answers: Annotated[
-        bool, typer.Option(help="Also draw the test outputs, where the source has them.")
-    ] = False,
-) -> None:
-    """Draw a task's pairs in the ARC colour palette (digits when piped or on 16 colours)."""
-    from arcdiff.data.inspect import task_table, task_text
-    from arcdiff.data.tasks import load_tasks
-
-    source, task_id = split_task_ref(ref)
-    tasks = load_tasks(source, ids=[task_id])
-    task = tasks[task_id]
-    outputs = tasks.solutions[task_id] if answers else None
-    if console.is_terminal:
-        console.print(task_table(task, outputs))
-    else:
-        console.out(task_text(task, outputs), end="")
 
 
 def main() -> None:

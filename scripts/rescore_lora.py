@@ -27,8 +27,9 @@ from arcdiff.adapt import (
     prepare,
     score_adapted,
 )
+from arcdiff.console import console
 from arcdiff.data.tasks import load_tasks
-from arcdiff.terminal import console, write_json
+from arcdiff.runs.paths import write_json
 
 NAMES = (BASELINE, "shared", "embeddings-only", "full", "per-task")
 

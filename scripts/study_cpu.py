@@ -37,10 +37,10 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from arcdiff.config import load_config  # noqa: E402
+from arcdiff.console import console, err_console  # noqa: E402
 from arcdiff.errors import ArcdiffError  # noqa: E402
 from arcdiff.eval.evaluate import EvalSettings, evaluate_run, split_dirname  # noqa: E402
 from arcdiff.runs.paths import read_metrics  # noqa: E402
-from arcdiff.terminal import console, err_console  # noqa: E402
 from arcdiff.train.trainer import train  # noqa: E402
 
 # name -> (overrides on top of the base config, what the variant tests)

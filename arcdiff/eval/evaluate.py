@@ -22,9 +22,8 @@ from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import Predictions, predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
-from arcdiff.runs.checkpoint import first_difference, load_run_model
+from arcdiff.runs.checkpoint import FROZEN_SECTIONS, first_difference, load_run_model
 from arcdiff.runs.paths import CHECKPOINTS, select_device, write_json
-from arcdiff.train.resume import FROZEN_SECTIONS
 
 # settings that change what an evaluation predicts, with the short name of its folder's tag
 TAGGED = {

@@ -15,8 +15,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from arcdiff.console import console, user_errors
 from arcdiff.errors import CheckpointError, ConfigError
-from arcdiff.terminal import console, user_errors
 
 image_app = typer.Typer(
     help="Gaussian diffusion on 2D toy data (and small images).",

@@ -21,6 +21,9 @@ from arcdiff.errors import CheckpointError, OutputError
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.paths import code_version
 
+# What a checkpoint was built and trained with: a resume, an evaluation or an adaptation of it
+# must agree on these sections (train and eval may change).
+FROZEN_SECTIONS = ("data", "model", "diffusion")
 STEP_NAME = re.compile(r"step_(\d+)\.pt")
 
 

@@ -8,10 +8,7 @@ from typing import Any
 
 from arcdiff.config import Config, config_to_dict
 from arcdiff.errors import CheckpointError, OutputError
-from arcdiff.runs.checkpoint import first_difference, newest_checkpoint
-
-# Sections a resumed run must share with its checkpoint (train and eval may change).
-FROZEN_SECTIONS = ("data", "model", "diffusion")
+from arcdiff.runs.checkpoint import FROZEN_SECTIONS, first_difference, newest_checkpoint
 
 
 def run_files(run_dir: Path) -> list[str]:
