@@ -34,11 +34,13 @@ demo: $(STAMP)
 		$(if $(wildcard $(DEMO_RUN)/checkpoints/final.pt),--skip-training,$(if \
 		$(wildcard $(DEMO_RUN)/config.json),--resume,))
 
+# One thread per test process: the suite's models are tiny (threads cost more than they give)
+# and several tests start processes of their own (torch.distributed, killed training runs).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check arcdiff tests scripts
