@@ -40,3 +40,11 @@ def test_train_errors_are_one_line(runner, tmp_path):
         app, ["train", "--out", out, *set_args(data__train_sources=["nowhere/"])]
     )
     assert "no such file or folder" in one_error_line(bad_source)
+
+
+def test_without_a_terminal_training_prints_a_line_per_phase(runner, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--out", str(out), *set_args(train__max_steps=4)])
+    assert result.exit_code == 0, result.output
+    # CliRunner's output is not a terminal: no bar, a line at each validation instead
+    assert "train step 3/4: loss" in result.stdout and "train step 4/4: loss" in result.stdout
