@@ -457,6 +457,7 @@ def main() -> None:
             "torch": torch.__version__,
             "compile": args.compile,
             "autocast_bf16": bf16,
+            "median_mfu": head["median_mfu"],  # the headline line's MFU
             "batch_size": b,
             "tokens_per_example": tokens_per_example,
             "num_params": model.num_params(),

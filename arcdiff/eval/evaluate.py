@@ -35,6 +35,7 @@ TAGGED = {
     "seed": "seed",
     "size_vote": "sizevote",
     "size_prior": "sizeprior",
+    "bf16": "bf16",  # changes the predictions on CUDA only
 }
 
 
