@@ -281,18 +281,22 @@ def predict_tasks(
         dtype=np.int64,
     )
     k = 1 if not maj else num_augs
+
+    def on_device(batch: np.ndarray, side: int) -> tuple[Tensor, Tensor, Tensor]:
+        """A batch's input canvases (cropped to ``side``), task rows and dihedral ids."""
+        inputs = torch.from_numpy(tokens[batch, :side, :side].astype(np.int64))
+        return (
+            inputs.to(device),
+            task_ids[batch].to(device),
+            torch.from_numpy(dihedrals[batch]).to(device),
+        )
+
     fixed = None
     if size_vote:  # one forward pass per view, then one size per test input
         logp = np.zeros((len(items), 2, s), dtype=np.float64)
         for side, batch in _side_batches(sides, batch_size):
             with fast_math(device, bf16):
-                read = size_logprobs(
-                    model,
-                    diffusion,
-                    torch.from_numpy(tokens[batch, :side, :side].astype(np.int64)).to(device),
-                    task_ids[batch].to(device),
-                    torch.from_numpy(dihedrals[batch]).to(device),
-                )
+                read = size_logprobs(model, diffusion, *on_device(batch, side))
             logp[batch] = read.cpu().numpy()
         prior = None
         if size_prior:
@@ -310,9 +314,7 @@ def predict_tasks(
             out = sample(
                 model,
                 diffusion,
-                torch.from_numpy(tokens[batch, :side, :side].astype(np.int64)).to(device),
-                task_ids[batch].to(device),
-                torch.from_numpy(dihedrals[batch]).to(device),
+                *on_device(batch, side),
                 num_steps=num_steps,
                 generator=generator,
                 sizes=None if fixed is None else fixed[batch],
