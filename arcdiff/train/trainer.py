@@ -133,7 +133,7 @@ class _Session:
             )
             say(
                 f"{where}: {why}; the corruption noise is re-seeded at step {self.step} "
-                "(weights, optimizer and data continue exactly)"
+                "(weights, optimizer and the data stream resume from the checkpoint)"
             )
         self.coin_gen.set_state(rng["coin"])
         torch.set_rng_state(rng["torch"])
