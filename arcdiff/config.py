@@ -155,6 +155,7 @@ class EvalConfig:
     seed: int = 0
     size_vote: bool = True  # the views of a test input agree on one output size first
     size_prior: bool = True  # the vote weighs the sizes the demonstrations' size rules name
+    bf16: bool = True  # bf16 autocast + TF32 on CUDA (no effect on a CPU)
 
     def __post_init__(self) -> None:
         _check(self.num_steps >= 1, "eval.num_steps", "must be >= 1")

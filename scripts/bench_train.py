@@ -41,7 +41,6 @@ pages for large tensors glibc malloc returned to the OS; compare with
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import math
@@ -65,6 +64,7 @@ from arcdiff.data.dataset import TrainingStream, stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.model.denoiser import NUM_COLOURS
 from arcdiff.runs.checkpoint import build_model
+from arcdiff.runs.device import fast_math, seeded_generator
 from arcdiff.runs.paths import select_device
 from arcdiff.train.optim import lr_factor, make_optimizer
 from arcdiff.train.step import TrainStep
@@ -178,7 +178,6 @@ def build_trainee(cfg: Config, device: torch.device, compile_model: bool) -> Tra
     stream = stream_from_config(cfg.data)
     model = build_model(cfg, stream.num_tasks).to(device)
     optimizer = make_optimizer(model, cfg.train.lr, cfg.train.weight_decay, device)
-    use_bf16 = cfg.train.bf16 and device.type == "cuda"
     take_step = TrainStep(
         model=model,
         forward=torch.compile(model) if compile_model else model,
@@ -190,9 +189,7 @@ def build_trainee(cfg: Config, device: torch.device, compile_model: bool) -> Tra
         grad_clip=cfg.train.grad_clip,
         size_loss_weight=cfg.diffusion.size_loss_weight,
         grad_accum=cfg.train.grad_accum,
-        autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-        if use_bf16
-        else contextlib.nullcontext,
+        autocast=lambda: fast_math(device, cfg.train.bf16),  # as the trainer: CUDA only
         sync=lambda: sync(device),
     )
     return Trainee(
@@ -200,7 +197,7 @@ def build_trainee(cfg: Config, device: torch.device, compile_model: bool) -> Tra
         stream=stream,
         model=model,
         take_step=take_step,
-        noise_gen=torch.Generator().manual_seed(cfg.train.seed * 1000),
+        noise_gen=seeded_generator(device, cfg.train.seed * 1000),  # the trainer's rank 0
         device=device,
     )
 
@@ -253,35 +250,31 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def profile_steps(t: Trainee, self_cond_ok: bool, top: int, console: Console) -> list[dict]:
-    """torch.profiler over one step of each kind; the ops with the most self CPU time."""
+    """torch.profiler over one step of each kind; the ops with the most self time on the
+    device that runs them (the GPU's kernel time on CUDA, where CPU time is mostly launches)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
-    if t.device.type == "cuda":
+    on_gpu = t.device.type == "cuda"
+    if on_gpu:
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
         train_step(t, self_cond=False)
         if self_cond_ok:
             train_step(t, self_cond=True)
     averages = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in averages) or 1.0
-    rows = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    table = Table(title="torch.profiler, one no-SC + one SC step: top ops by self CPU time")
+    field, unit = ("self_device_time_total", "GPU") if on_gpu else ("self_cpu_time_total", "CPU")
+    total = sum(getattr(e, field) for e in averages) or 1.0
+    rows = sorted(averages, key=lambda e: getattr(e, field), reverse=True)[:top]
+    table = Table(title=f"torch.profiler, one no-SC + one SC step: top ops by self {unit} time")
     table.add_column("op", overflow="fold")
-    for column in ("calls", "self CPU ms", "share"):
+    for column in ("calls", f"self {unit} ms", "share"):
         table.add_column(column, justify="right")
     out = []
     for e in rows:
-        share = e.self_cpu_time_total / total
-        table.add_row(e.key, str(e.count), f"{e.self_cpu_time_total / 1000:,.1f}", f"{share:.1%}")
-        out.append(
-            {
-                "op": e.key,
-                "calls": e.count,
-                "self_cpu_ms": e.self_cpu_time_total / 1000,
-                "share": share,
-            }
-        )
+        ms, share = getattr(e, field) / 1000, getattr(e, field) / total
+        table.add_row(e.key, str(e.count), f"{ms:,.1f}", f"{share:.1%}")
+        out.append({"op": e.key, "calls": e.count, f"self_{unit.lower()}_ms": ms, "share": share})
     console.print(table)
     return out
 
@@ -464,6 +457,7 @@ def main() -> None:
             "torch": torch.__version__,
             "compile": args.compile,
             "autocast_bf16": bf16,
+            "median_mfu": head["median_mfu"],  # the headline line's MFU
             "batch_size": b,
             "tokens_per_example": tokens_per_example,
             "num_params": model.num_params(),

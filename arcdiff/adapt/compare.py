@@ -63,6 +63,7 @@ def score_adapted(
     shared = {"num_steps": cfg.eval.num_steps, "batch_size": cfg.eval.batch_size}
     shared |= {"seed": cfg.eval.seed, "device": device, "crop": cfg.data.bucket_window > 1}
     shared |= {"size_vote": cfg.eval.size_vote, "size_prior": cfg.eval.size_prior}
+    shared |= {"bf16": cfg.eval.bf16}
     demo_tasks, demo_truths = demonstration_split(tasks.tasks)
     start = time.monotonic()
     bar = progress_bar("sample", console, progress, info=False)

@@ -23,6 +23,7 @@ from arcdiff.data.dataset import Batch, TrainingStream
 from arcdiff.data.tasks import Task, TaskSet
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import DataError, TrainingError
+from arcdiff.runs.device import fast_math, seeded_generator
 from arcdiff.runs.paths import select_device
 from arcdiff.train.logging import MetricsLogger
 from arcdiff.train.optim import lr_factor, make_optimizer
@@ -77,7 +78,8 @@ def train_steps(
     )
     index = adapted.task_index
     task_rows = torch.tensor([index[t.id] for t in tasks], dtype=torch.long)
-    noise_gen = torch.Generator().manual_seed(seed)  # the coin and the corruption noise
+    # the coin and the corruption noise, on the model's device
+    noise_gen = seeded_generator(loop.device, seed)
     take_step = TrainStep(
         model=model,
         diffusion=loop.diffusion,
@@ -86,6 +88,7 @@ def train_steps(
         grad_clip=cfg.train.grad_clip,
         size_loss_weight=cfg.diffusion.size_loss_weight,
         self_cond_prob=cfg.train.self_cond_prob,
+        autocast=lambda: fast_math(loop.device, cfg.train.bf16),  # bf16 + TF32 on CUDA only
     )
 
     def draw(n: int) -> Batch:

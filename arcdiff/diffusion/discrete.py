@@ -79,8 +79,9 @@ class DiscreteDiffusion:
         return (a.log() - (-a).log1p()).clamp(-LOGSNR_LIMIT, LOGSNR_LIMIT).float()
 
     def draw_timesteps(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` training timesteps, uniform over 0..num_timesteps-1."""
-        return torch.randint(0, self.num_timesteps, (n,), generator=generator)
+        """``n`` training timesteps, uniform over 0..num_timesteps-1, on the generator's device."""
+        device = generator.device if generator is not None else None
+        return torch.randint(0, self.num_timesteps, (n,), generator=generator, device=device)
 
     def noise_like(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Pure noise: uniform colours, or MASK everywhere."""

@@ -35,6 +35,7 @@ TAGGED = {
     "seed": "seed",
     "size_vote": "sizevote",
     "size_prior": "sizeprior",
+    "bf16": "bf16",  # changes the predictions on CUDA only
 }
 
 
@@ -234,6 +235,7 @@ def evaluate_run(
             crop=cfg.data.bucket_window > 1,
             size_vote=settings.size_vote,
             size_prior=settings.size_prior,
+            bf16=settings.bf16,
         )
     wall = time.monotonic() - start
     if not console.is_terminal and progress:
@@ -279,6 +281,7 @@ def quick_eval(cfg: Config, task_ids: list[str]) -> Callable[[Denoiser, int], di
             crop=cfg.data.bucket_window > 1,
             size_vote=cfg.eval.size_vote,
             size_prior=cfg.eval.size_prior,
+            bf16=cfg.eval.bf16,
         )
         summary = score_split(predictions, known, tasks.solutions)["summary"]
         return {"quick_pass2": summary["pass@2"], "quick_oracle": summary["oracle"]}

@@ -33,6 +33,7 @@ from arcdiff.errors import DataError
 from arcdiff.eval.score import TestPrediction
 from arcdiff.eval.vote import Candidate, top2, vote
 from arcdiff.model.denoiser import Denoiser
+from arcdiff.runs.device import fast_math, seeded_generator
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,13 @@ def sample(
     ``argmax``: deterministic (each step feeds the x0 argmax forward); otherwise ancestral
     sampling of the posterior. ``two_pass``: second, self-conditioned pass at every step.
     ``sizes`` (B, 2) as (h, w): fixed output sizes (e.g. agreed across augmentations by
-    :func:`size_votes`); None reads the size head at every step.
+    :func:`size_votes`); None reads the size head at every step. ``generator``: on the
+    inputs' device (:func:`seeded_generator`); None draws from torch's global generator.
     """
     model.eval()
     b, s, _ = inputs.shape
     device = inputs.device
-    x = diffusion.noise_like(torch.zeros_like(inputs), generator).to(device)
+    x = diffusion.noise_like(torch.zeros_like(inputs), generator)
     steps = sampling_steps(diffusion.num_timesteps, num_steps).tolist()
     fixed = None if sizes is None else sizes.to(device).clamp(1, s)
     for i, step in enumerate(steps):
@@ -126,17 +128,22 @@ def canvas_side(task: Task, test_input: Grid, max_size: int) -> int:
     return min(max_size, max(demo_side, max(test_input.shape), grown))
 
 
+SIZE_NOISE_SEED = 0  # the size vote's noisy canvas is the same for every eval seed
+
+
 @torch.no_grad()
 def size_logprobs(
     model: Denoiser, diffusion: DiscreteDiffusion, inputs: Tensor, task: Tensor, dihedral: Tensor
 ) -> Tensor:
     """(B, 2, S_max) log-probabilities of the output height and width, read once at the
-    noisiest sampling step (the output canvas is pure noise, as sampling starts)."""
+    noisiest sampling step (the output canvas is pure noise, as sampling starts, drawn on the
+    inputs' device from :data:`SIZE_NOISE_SEED`)."""
     model.eval()
     first = int(sampling_steps(diffusion.num_timesteps, 1)[0])
-    noise = diffusion.noise_like(torch.zeros_like(inputs), torch.Generator().manual_seed(0))
+    generator = seeded_generator(inputs.device, SIZE_NOISE_SEED)
+    noise = diffusion.noise_like(torch.zeros_like(inputs), generator)
     logsnr = diffusion.logsnr(torch.full((inputs.shape[0],), first)).to(inputs.device)
-    out = model(inputs, noise.to(inputs.device), logsnr, task, dihedral)
+    out = model(inputs, noise, logsnr, task, dihedral)
     return out.size_logits.float().log_softmax(-1)
 
 
@@ -228,6 +235,7 @@ def predict_tasks(
     crop: bool = False,
     size_vote: bool = True,
     size_prior: bool = True,
+    bf16: bool = True,
 ) -> dict[str, list[TestPrediction]]:
     """Predict two attempts for every test input of ``tasks``.
 
@@ -241,6 +249,8 @@ def predict_tasks(
     size (:func:`size_votes`), then each samples its grid at that size; otherwise each view
     reads its own size head at every step. ``size_prior`` (with the vote): the vote also
     weighs :func:`demo_size_prior`, the lengths the demonstrations' size rules name.
+    ``bf16``: bf16 autocast and TF32 on CUDA (:func:`fast_math`); no effect elsewhere. The
+    sampler's noise is drawn on ``device`` from ``seed`` (:func:`seeded_generator`).
     """
     device = device or next(model.parameters()).device
     rng = np.random.default_rng(seed)
@@ -271,21 +281,23 @@ def predict_tasks(
         dtype=np.int64,
     )
     k = 1 if not maj else num_augs
+
+    def on_device(batch: np.ndarray, side: int) -> tuple[Tensor, Tensor, Tensor]:
+        """A batch's input canvases (cropped to ``side``), task rows and dihedral ids."""
+        inputs = torch.from_numpy(tokens[batch, :side, :side].astype(np.int64))
+        return (
+            inputs.to(device),
+            task_ids[batch].to(device),
+            torch.from_numpy(dihedrals[batch]).to(device),
+        )
+
     fixed = None
     if size_vote:  # one forward pass per view, then one size per test input
         logp = np.zeros((len(items), 2, s), dtype=np.float64)
         for side, batch in _side_batches(sides, batch_size):
-            logp[batch] = (
-                size_logprobs(
-                    model,
-                    diffusion,
-                    torch.from_numpy(tokens[batch, :side, :side].astype(np.int64)).to(device),
-                    task_ids[batch].to(device),
-                    torch.from_numpy(dihedrals[batch]).to(device),
-                )
-                .cpu()
-                .numpy()
-            )
+            with fast_math(device, bf16):
+                read = size_logprobs(model, diffusion, *on_device(batch, side))
+            logp[batch] = read.cpu().numpy()
         prior = None
         if size_prior:
             heads = items[::k]  # one item per test input, in group order
@@ -296,18 +308,17 @@ def predict_tasks(
         fixed = torch.from_numpy(size_votes(logp, dihedrals, groups, prior))
     decoded: list[tuple[Grid, float, Grid, float]] = [None] * len(items)  # type: ignore[list-item]
     job = progress.add_task("sample", total=len(items)) if progress else None
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(device, seed)
     for side, batch in _side_batches(sides, batch_size):
-        out = sample(
-            model,
-            diffusion,
-            torch.from_numpy(tokens[batch, :side, :side].astype(np.int64)).to(device),
-            task_ids[batch].to(device),
-            torch.from_numpy(dihedrals[batch]).to(device),
-            num_steps=num_steps,
-            generator=generator if device.type == "cpu" else None,
-            sizes=None if fixed is None else fixed[batch],
-        )
+        with fast_math(device, bf16):
+            out = sample(
+                model,
+                diffusion,
+                *on_device(batch, side),
+                num_steps=num_steps,
+                generator=generator,
+                sizes=None if fixed is None else fixed[batch],
+            )
         h_w = out.sizes.cpu().numpy()
         best = decode_grids(out.tokens.cpu().numpy(), h_w)
         second = decode_grids(out.runner_up.cpu().numpy(), h_w)

@@ -7,8 +7,19 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from arcdiff.runs.paths import select_device
+
+
+def rank_device(device: torch.device | None, local_rank: int, enabled: bool) -> torch.device:
+    """The device of one rank: ``device`` (default: the best available); a CUDA device without
+    an index is GPU ``local_rank`` under torchrun, so ``--device cuda`` spreads the ranks over
+    the GPUs as no ``--device`` does."""
+    device = device or select_device()
+    if device.type == "cuda" and device.index is None and enabled:
+        return torch.device("cuda", local_rank)
+    return device
 
 
 class Distributed:
@@ -19,11 +30,7 @@ class Distributed:
         self.rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
         self.enabled = self.world > 1
-        if device is None:
-            device = select_device()
-            if device.type == "cuda" and self.enabled:
-                device = torch.device("cuda", local)
-        self.device = device
+        self.device = device = rank_device(device, local, self.enabled)
         if self.enabled and not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
             if device.type == "cuda":
@@ -34,13 +41,20 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def mean(self, *values: float) -> tuple[float, ...]:
-        """Each scalar's mean over ranks, in one all-reduce (the values as given on one process)."""
+    def mean(self, values: Tensor) -> Tensor:
+        """Each element's mean over ranks, in one all-reduce on this rank's device (NCCL holds
+        no CPU tensors) and without a host sync; ``values`` as given on one process."""
         if not self.enabled:
             return values
-        t = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(t)
-        return tuple((t / self.world).tolist())
+        total = values.to(self.device, torch.float64, copy=True)  # (N,)
+        dist.all_reduce(total)
+        return total / self.world
+
+    def mean_of(self, *values: float) -> tuple[float, ...]:
+        """:meth:`mean` of host scalars, back on the host (the values as given on one process)."""
+        if not self.enabled:
+            return values
+        return tuple(self.mean(torch.tensor(values, dtype=torch.float64)).tolist())
 
     def gather(self, obj: Any) -> list[Any]:
         if not self.enabled:

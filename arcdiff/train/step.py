@@ -49,9 +49,11 @@ def diffusion_loss(
     size_loss_weight: float,
     self_condition: bool,
 ) -> tuple[Tensor, dict[str, Tensor], DenoiserOutput]:
-    """Corrupt the batch's outputs at ``steps`` (noise drawn on the CPU), denoise, score."""
+    """Corrupt the batch's outputs at ``steps`` (noise drawn on the generator's device: the
+    trainer's is the model's, see runs/device.py), denoise, score."""
     x0, valid = batch.outputs, batch.outputs != PAD
-    x_t = diffusion.corrupt(x0.cpu(), steps, valid.cpu(), generator).to(x0.device)
+    at = generator.device
+    x_t = diffusion.corrupt(x0.to(at), steps.to(at), valid.to(at), generator).to(x0.device)
     logsnr = diffusion.logsnr(steps).to(x0.device)
     pred = denoise_pass(model, batch, x_t, logsnr, valid, self_condition)
     loss, parts = diffusion.loss(
@@ -61,7 +63,15 @@ def diffusion_loss(
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    return Batch(**{k: v.to(device, non_blocking=True) for k, v in vars(batch).items()})
+    """The batch on ``device``; to CUDA from pinned memory without blocking the host."""
+    if device.type != "cuda":
+        return Batch(**{k: v.to(device) for k, v in vars(batch).items()})
+    return Batch(
+        **{k: v.pin_memory().to(device, non_blocking=True) for k, v in vars(batch).items()}
+    )
+
+
+PARTS = ("colour_loss", "size_loss")  # what DiscreteDiffusion.loss reports beside the loss
 
 
 @dataclass
@@ -83,8 +93,9 @@ class TrainStep:
 
     ``model`` holds the parameters that are clipped, updated and averaged into ``ema``;
     ``forward`` is what runs (the model itself, or its compiled or DDP wrapper). ``mean``
-    averages scalars over ranks (identity on one process); ``no_sync`` defers DDP's gradient
-    all-reduce on all but the last micro-batch.
+    averages a tensor of scalars over ranks on their device (identity on one process);
+    ``no_sync`` defers DDP's gradient all-reduce on all but the last micro-batch. The step
+    reads its scalars on the host once, after the update's inputs are known.
     """
 
     model: nn.Module
@@ -100,7 +111,7 @@ class TrainStep:
     ema_decay: float = 0.0
     autocast: Callable[[], Any] = contextlib.nullcontext
     no_sync: Callable[[], Any] | None = None
-    mean: Callable[..., tuple[float, ...]] = lambda *values: values
+    mean: Callable[[Tensor], Tensor] = lambda values: values
     sync: Callable[[], None] = lambda: None  # e.g. torch.cuda.synchronize, for timings
 
     def __call__(
@@ -123,10 +134,12 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         if self_cond is None:
             self_cond = model.self_condition and (
-                torch.rand((), generator=coin_gen).item() < self.self_cond_prob
+                torch.rand((), generator=coin_gen, device=coin_gen.device).item()
+                < self.self_cond_prob
             )
         micro = batch_size // self.grad_accum
-        loss_sum, parts_sum = 0.0, {"colour_loss": 0.0, "size_loss": 0.0}
+        # loss and its parts, summed over micro-batches on the device (float64, as on the host)
+        sums = torch.zeros(1 + len(PARTS), dtype=torch.float64, device=device)
         for k in range(self.grad_accum):
             began = time.perf_counter()
             batch = to_device(draw(micro), device)
@@ -146,15 +159,18 @@ class TrainStep:
                     self_cond,
                 )
                 (loss / self.grad_accum).backward()
-            loss_sum += loss.item() / self.grad_accum
-            for name, value in parts.items():
-                parts_sum[name] += value.item() / self.grad_accum
+            scalars = torch.stack([loss.detach(), *(parts[name].detach() for name in PARTS)])
+            sums += scalars.double() / self.grad_accum
             seconds["data"] += drawn - began
             seconds["fwd_bwd"] += time.perf_counter() - drawn
         began = time.perf_counter()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip).item()
-        loss_mean, *part_means = self.mean(loss_sum, *parts_sum.values())
-        parts_mean = dict(zip(parts_sum, part_means, strict=True))
+        grad_norm_t = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+        means = self.mean(sums)  # one all-reduce under DDP
+        # the step's one host sync: the update is skipped when a value is not finite
+        loss_mean, *part_means, grad_norm = torch.cat(
+            [means, grad_norm_t.detach().double().reshape(1).to(means.device)]
+        ).tolist()
+        parts_mean = dict(zip(PARTS, part_means, strict=True))
         if not (math.isfinite(loss_mean) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(loss_mean, parts_mean, grad_norm, False, self_cond, seconds)

@@ -36,6 +36,7 @@ from arcdiff.runs.checkpoint import (
     load_state_strict,
     save_checkpoint,
 )
+from arcdiff.runs.device import cuda_rng_state, fast_math, restore_cuda_rng, seeded_generator
 from arcdiff.train.distributed import Distributed
 from arcdiff.train.interrupt import StopSignals, TrainingInterrupted
 from arcdiff.train.logging import MetricsLogger
@@ -69,7 +70,7 @@ class _Session:
     ema: Denoiser
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    noise_gen: torch.Generator  # corruption noise, one stream per rank
+    noise_gen: torch.Generator  # corruption noise on the model's device, one stream per rank
     coin_gen: torch.Generator  # self-conditioning coin, the same on every rank
     clock: dict[str, float]  # start (shifted back by a resumed run's time), used (0-1)
     step: int = 0
@@ -101,12 +102,13 @@ class _Session:
                 "coin": self.coin_gen.get_state(),
                 "torch": torch.get_rng_state(),
                 "python": random.getstate(),
+                **cuda_rng_state(self.ddp.device),  # dropout on CUDA draws from it
             },
             task_ids=stream.task_ids,
             num_params=self.model.num_params(),
         )
 
-    def restore(self, path: Path, state: dict[str, Any]) -> None:
+    def restore(self, path: Path, state: dict[str, Any], say: Callable[[str], None]) -> None:
         where = str(path)
         check_resumable(state, self.cfg, self.stream.task_ids, where)
         load_state_strict(self.model, state["model"], where)
@@ -119,10 +121,30 @@ class _Session:
         self.clock["start"] -= state.get("elapsed_s", 0.0)  # the budget counts the whole run
         rng = state["rng"]
         self.stream.load_state_dict(rng["stream"])
-        self.noise_gen.set_state(rng["noise"][self.ddp.rank])
+        saved = rng["noise"]  # one state per rank of the run that saved it
+        if len(saved) == self.ddp.world and saved[0].numel() == self.noise_gen.get_state().numel():
+            self.noise_gen.set_state(saved[self.ddp.rank])
+        else:
+            self.noise_gen.manual_seed(noise_seed(self.cfg.train.seed, self.ddp.rank, self.step))
+            why = (
+                f"saved by {len(saved)} process(es), resumed on {self.ddp.world}"
+                if len(saved) != self.ddp.world
+                else f"its noise was drawn on another device than {self.ddp.device}"
+            )
+            say(
+                f"{where}: {why}; the corruption noise is re-seeded at step {self.step} "
+                "(weights, optimizer and the data stream resume from the checkpoint)"
+            )
         self.coin_gen.set_state(rng["coin"])
         torch.set_rng_state(rng["torch"])
         random.setstate(rng["python"])
+        restore_cuda_rng(rng, self.ddp.device)
+
+
+def noise_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of a rank's corruption noise: ``seed * 1000 + rank`` from step 0 (as always),
+    moved on by the step where a resume re-seeds it, so no rank repeats its first draws."""
+    return seed * 1000 + rank + (step << 32)
 
 
 def _session(cfg: Config, ddp: Distributed) -> _Session:
@@ -137,8 +159,8 @@ def _session(cfg: Config, ddp: Distributed) -> _Session:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg, clock["used"])
     )
-    noise_gen = torch.Generator().manual_seed(t.seed * 1000 + ddp.rank)
-    coin_gen = torch.Generator().manual_seed(t.seed + 77)
+    noise_gen = seeded_generator(ddp.device, noise_seed(t.seed, ddp.rank))
+    coin_gen = seeded_generator("cpu", t.seed + 77)  # read on the host each step
     return _Session(cfg, ddp, stream, model, ema, optimizer, scheduler, noise_gen, coin_gen, clock)
 
 
@@ -152,7 +174,6 @@ def _train_step(s: _Session) -> TrainStep:
     forward: nn.Module = torch.compile(s.model) if t.compile else s.model
     if s.ddp.enabled:
         forward = DistributedDataParallel(forward, find_unused_parameters=s.model.self_condition)
-    use_bf16 = t.bf16 and device.type == "cuda"
     return TrainStep(
         model=s.model,
         forward=forward,
@@ -165,9 +186,7 @@ def _train_step(s: _Session) -> TrainStep:
         size_loss_weight=cfg.diffusion.size_loss_weight,
         self_cond_prob=t.self_cond_prob,
         grad_accum=t.grad_accum,
-        autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-        if use_bf16
-        else contextlib.nullcontext,
+        autocast=lambda: fast_math(device, t.bf16),  # bf16 + TF32 on CUDA only
         no_sync=forward.no_sync if s.ddp.enabled else None,
         mean=s.ddp.mean,
     )
@@ -232,7 +251,7 @@ def train(
             prepare_run_dir(run_dir)
         s = _session(cfg, ddp)
         if begin is not None:
-            s.restore(*begin)
+            s.restore(*begin, say)
         take_step = _train_step(s)
         if ddp.is_main:
             save_config(cfg, run_dir / "config.json")
@@ -276,7 +295,7 @@ def train(
             job = bar.add_task("train", total=stop_at, completed=s.step, info="")
             while s.step < stop_at:
                 reserve = timing.get("val_s", closing_estimate(timing["step_s"], n_val, cfg))
-                elapsed, reserve, asked = ddp.mean(
+                elapsed, reserve, asked = ddp.mean_of(
                     time.monotonic() - start, reserve if n_val else 0.0, signals.exit_code
                 )
                 minutes_done = elapsed / 60  # the same on every rank

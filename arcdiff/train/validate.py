@@ -10,6 +10,7 @@ from arcdiff.data.dataset import Batch
 from arcdiff.data.encode import PAD
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.model.denoiser import Denoiser
+from arcdiff.runs.device import seeded_generator
 from arcdiff.train.step import diffusion_loss, to_device
 
 NUM_NOISE_BUCKETS = 5
@@ -21,7 +22,7 @@ def validate(
 ) -> dict[str, float]:
     """Loss and cell accuracy on held-out pairs, per noise bucket (fixed noise, deterministic)."""
     model.eval()
-    gen = torch.Generator().manual_seed(1234)
+    gen = seeded_generator(device, 1234)
     batch = to_device(batch, device)
     x0, valid = batch.outputs, batch.outputs != PAD
     n, t_max = len(batch), diffusion.num_timesteps
@@ -29,7 +30,7 @@ def validate(
     losses, accs = [], []
     for k in range(NUM_NOISE_BUCKETS):
         lo, hi = k * t_max // NUM_NOISE_BUCKETS, (k + 1) * t_max // NUM_NOISE_BUCKETS
-        steps = torch.randint(lo, max(hi, lo + 1), (n,), generator=gen)
+        steps = torch.randint(lo, max(hi, lo + 1), (n,), generator=gen, device=device)
         loss, _, pred = diffusion_loss(
             model,
             batch,

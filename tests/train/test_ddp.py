@@ -1,18 +1,22 @@
 """DistributedDataParallel on CPU: two processes on the gloo backend."""
 
+import io
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 import torch
 import torch.multiprocessing as mp
+from rich.console import Console
 from typer.testing import CliRunner
 
 from arcdiff.config import load_config
 from arcdiff.runs.checkpoint import build_model
+from arcdiff.train.distributed import rank_device
 from arcdiff.train.logging import read_metrics
 from arcdiff.train.trainer import train
 from tests.conftest import tiny_overrides
@@ -98,3 +102,119 @@ def test_torchrun_runs_the_cli_on_two_processes(tmp_path):
     rows = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["examples_per_s"] > 0
+
+
+def _mean_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One gloo rank: Distributed.mean, then one training step, counting the all-reduces."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from arcdiff.data.dataset import stream_from_config
+    from arcdiff.diffusion.discrete import DiscreteDiffusion
+    from arcdiff.runs.device import seeded_generator
+    from arcdiff.train.distributed import Distributed
+    from arcdiff.train.optim import make_optimizer
+    from arcdiff.train.step import TrainStep
+
+    ddp = Distributed(torch.device("cpu"))
+    reduced: list[str] = []
+    real = dist.all_reduce
+
+    def counted(tensor, *args, **kwargs):
+        reduced.append(f"{tensor.device}:{tensor.dtype}:{tensor.numel()}")
+        return real(tensor, *args, **kwargs)
+
+    dist.all_reduce = counted
+    means = ddp.mean(torch.tensor([float(rank), 10.0 * rank + 1.0])).tolist()
+    host = ddp.mean_of(1.0 + rank, 4.0)
+    calls_for_means = len(reduced)
+    cfg = load_config(None, tiny_overrides())
+    torch.manual_seed(0)
+    stream = stream_from_config(cfg.data, rank=rank, world_size=world)
+    model = build_model(cfg, stream.num_tasks)
+    forward = torch.nn.parallel.DistributedDataParallel(model)
+    step = TrainStep(
+        model=model,
+        forward=forward,
+        diffusion=DiscreteDiffusion.from_config(cfg.diffusion),
+        optimizer=make_optimizer(model, 1e-3, 0.0, ddp.device),
+        grad_clip=1.0,
+        size_loss_weight=0.1,
+        grad_accum=2,
+        no_sync=forward.no_sync,
+        mean=ddp.mean,
+    )
+    gen = seeded_generator("cpu", rank)
+    reduced.clear()
+    r = step(stream.sample, 8, gen, gen, 0, device=ddp.device)
+    result = {"means": means, "host": host, "calls_for_means": calls_for_means}
+    result |= {"step_reduces": reduced, "loss": r.loss, "parts": r.parts}
+    Path(f"{out}/rank{rank}.json").write_text(orjson.dumps(result).decode())
+    ddp.close()
+
+
+def test_the_step_averages_its_scalars_in_one_all_reduce_on_the_rank_device(tmp_path):
+    mp.start_processes(
+        _mean_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn"
+    )
+    ranks = [orjson.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for got in ranks:
+        assert got["means"] == [0.5, 6.0]  # the mean of [0, 1] and of [1, 11]
+        assert got["host"] == [1.5, 4.0] and got["calls_for_means"] == 2
+        # the loss and its two parts, over both micro-batches, in one float64 all-reduce
+        assert got["step_reduces"] == ["cpu:torch.float64:3"]
+    assert ranks[0]["loss"] == ranks[1]["loss"] and ranks[0]["parts"] == ranks[1]["parts"]
+
+
+def test_an_explicit_cuda_device_takes_the_local_rank_under_torchrun():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert rank_device(cuda, 3, enabled=True) == torch.device("cuda", 3)
+    assert rank_device(cuda, 3, enabled=False) == cuda  # one process: as given
+    assert rank_device(torch.device("cuda", 1), 3, enabled=True) == torch.device("cuda", 1)
+    assert rank_device(cpu, 3, enabled=True) == cpu
+
+
+RESEEDED = "the corruption noise is re-seeded at step 2"
+
+
+def _resume_in_process(run: Path, overrides: list[str]) -> str:
+    console = Console(file=io.StringIO(), width=300)
+    result = train(load_config(None, overrides), run, resume=True, progress=False, console=console)
+    assert result.step == 4
+    return console.file.getvalue()
+
+
+@pytest.mark.slow  # two spawned ranks, then one process; the reverse below runs by default
+def test_resuming_two_ranks_on_one_process_reseeds_the_noise_in_one_line(tmp_path):
+    first = tiny_overrides(train__max_steps=2, train__eval_every=2)
+    args = ["--no-progress", *(a for o in first for a in ("--set", o))]
+    mp.start_processes(
+        _cli_worker, args=(2, free_port(), str(tmp_path), args), nprocs=2, start_method="spawn"
+    )
+    said = _resume_in_process(tmp_path / "run", tiny_overrides(train__max_steps=4))
+    lines = [line for line in said.splitlines() if RESEEDED in line]
+    assert len(lines) == 1 and "saved by 2 process(es), resumed on 1" in lines[0]
+    rows = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_resuming_one_process_on_two_ranks_reseeds_the_noise_in_one_line(tmp_path):
+    first = tiny_overrides(train__max_steps=2, train__eval_every=2)
+    train(load_config(None, first), tmp_path / "run", progress=False, console=Console(quiet=True))
+    overrides = tiny_overrides(train__max_steps=4)
+    args = ["--no-progress", "--resume", *(a for o in overrides for a in ("--set", o))]
+    mp.start_processes(
+        _cli_worker, args=(2, free_port(), str(tmp_path), args), nprocs=2, start_method="spawn"
+    )
+    said = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    lines = [line for line in said[0].splitlines() if RESEEDED in line]
+    assert len(lines) == 1 and "saved by 1 process(es), resumed on 2" in lines[0]
+    assert RESEEDED not in said[1]  # only rank 0 speaks
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+    assert all(torch.equal(w, rank1[name]) for name, w in rank0.items())
+    rows = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]

@@ -37,6 +37,7 @@ from arcdiff.runs.checkpoint import (
     load_state_strict,
     save_checkpoint,
 )
+from arcdiff.runs.device import cuda_rng_state, restore_cuda_rng, seeded_generator
 from arcdiff.runs.paths import read_metrics, select_device, write_json
 from arcdiff.train.optim import ema_decay_at, ema_update, warmup_cosine_lr
 
@@ -129,7 +130,11 @@ def image_checkpoint(
         model_args=args,
         kind=CHECKPOINT_KIND,
         optimizer=optimizer.state_dict(),
-        rng={"batches": gen.get_state(), "torch": torch.get_rng_state()},
+        rng={
+            "batches": gen.get_state(),
+            "torch": torch.get_rng_state(),
+            **cuda_rng_state(next(run.model.parameters()).device),  # dropout on CUDA
+        },
         class_names=run.class_names,
     )
 
@@ -186,8 +191,8 @@ def train_image_model(
     """Train for cfg.train.steps optimizer steps (continuing last.pt with ``resume``)."""
     t = cfg.train
     torch.manual_seed(t.seed)
-    gen = torch.Generator().manual_seed(t.seed)
     device = select_device(t.device)
+    gen = seeded_generator(device, t.seed)  # batches, label dropout, steps and noise
     data = load_data(cfg)
     args = model_args(cfg, data)
     model = UNet(**args).to(device)
@@ -212,6 +217,7 @@ def train_image_model(
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"]["batches"])
         torch.set_rng_state(state["rng"]["torch"])
+        restore_cuda_rng(state["rng"], device)
         run.step = state["step"]
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", cfg.to_dict())
@@ -235,13 +241,14 @@ def train_image_model(
     for step in range(start_step, t.steps):
         total = 0.0
         for _ in range(t.grad_accum):
-            idx = torch.randint(0, len(images), (t.batch_size,), generator=gen).to(device)
+            idx = torch.randint(0, len(images), (t.batch_size,), generator=gen, device=device)
             x0, y = images[idx], labels[idx]
-            drop = torch.rand(len(y), generator=gen).to(device) < t.label_dropout
+            drop = torch.rand(len(y), generator=gen, device=device) < t.label_dropout
             y = torch.where(drop, torch.full_like(y, null_class), y)
-            steps = torch.randint(0, cfg.diffusion.num_timesteps, (len(y),), generator=gen)
-            steps = steps.to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
+            steps = torch.randint(
+                0, cfg.diffusion.num_timesteps, (len(y),), generator=gen, device=device
+            )
+            noise = torch.randn(x0.shape, generator=gen, device=device)
             x_t = run.diffusion.add_noise(x0, noise, steps)
             with autocast:
                 out = model(x_t, steps, y if args["num_classes"] else None)
