@@ -130,6 +130,9 @@ RankingOpt = Annotated[
         "Default: eval.ranking."
     ),
 ]
+TopOpt = Annotated[
+    int | None, typer.Option(help="poe ranking: how many of the most visited it scores.")
+]
 VisitOpt = Annotated[
     float | None, typer.Option(help="poe ranking: bonus per log(1 + visits) (eval.visit_weight).")
 ]
@@ -170,6 +173,7 @@ def evaluate_command(
     remask: RemaskOpt = None,
     ranking: RankingOpt = None,
     visit_weight: VisitOpt = None,
+    rank_top: TopOpt = None,
     checkpoint: CkptOpt = "final",
     ema: EmaOpt = None,
     stats: StatsOpt = False,
@@ -208,6 +212,7 @@ def evaluate_command(
         remask=remask,
         ranking=ranking,
         visit_weight=visit_weight,
+        rank_top=rank_top,
         checkpoint=checkpoint,
         use_ema=ema,
     )

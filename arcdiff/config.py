@@ -164,11 +164,13 @@ class EvalConfig:
     # vote: count then confidence; poe: product of experts over the views (arcdiff.eval.rank)
     ranking: Literal["vote", "poe"] = "vote"
     visit_weight: float = 1.0  # poe: bonus per log visit count
+    rank_top: int = 8  # poe: the most visited candidates it scores (the rest follow by votes)
 
     def __post_init__(self) -> None:
         _check(self.num_steps >= 1, "eval.num_steps", "must be >= 1")
         _check(self.num_augs >= 1, "eval.num_augs", "must be >= 1")
         _check(self.samples >= 1, "eval.samples", "must be >= 1")
+        _check(self.rank_top >= 1, "eval.rank_top", "must be >= 1")
         _check(self.temperature >= 0.0, "eval.temperature", "must be >= 0")
         _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1")
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")

@@ -227,7 +227,15 @@ def test_a_checkpoint_unlike_its_config_json_is_named(runner, pipeline_run, tmp_
     assert not (other / "eval").exists()
 
 
-NEW_EVAL_KEYS = ("sampler", "samples", "temperature", "remask", "ranking", "visit_weight")
+NEW_EVAL_KEYS = (
+    "sampler",
+    "samples",
+    "temperature",
+    "remask",
+    "ranking",
+    "visit_weight",
+    "rank_top",
+)
 
 
 def test_a_run_from_before_the_new_rules_evaluates_with_old_and_new_rules(

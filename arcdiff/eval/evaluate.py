@@ -44,6 +44,7 @@ TAGGED = {
     "remask": "remask",
     "ranking": "",
     "visit_weight": "visits",
+    "rank_top": "top",
 }
 
 
@@ -59,7 +60,7 @@ class EvalSettings(EvalConfig):
     checkpoint: str = "final"
 
     def __post_init__(self) -> None:
-        for name in ("num_steps", "num_augs", "limit", "batch_size", "samples"):
+        for name in ("num_steps", "num_augs", "limit", "batch_size", "samples", "rank_top"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 1):
                 option = "--" + name.replace("_", "-")
@@ -262,6 +263,7 @@ def evaluate_run(
             rank=ranker_for(
                 settings.ranking,
                 visit_weight=settings.visit_weight,
+                top=settings.rank_top,
                 batch_size=settings.batch_size,
                 seed=settings.seed,
             ),

@@ -1,14 +1,15 @@
 """Candidate scores across augmented views: a product of experts with a visit-count bonus.
 
-Each distinct candidate of a test input (a grid in the original frame) is scored under every
-augmented view the evaluation sampled: the candidate is put into the view's frame, corrupted at
-a few fixed noise levels (:data:`RANK_LEVELS`) with fixed random numbers shared by all
-candidates, and the denoiser, shown the view's test input, gives the mean log-probability of
-the candidate's colours (over the corrupted cells for the absorbing kernel, whose loss counts
-only those; over all cells for the uniform kernel), an ELBO-style estimate of how likely it
-finds the candidate; the size head's log-probability of the candidate's size is added. A view
-is one expert: the ranking is the sum over views (ARChitects 2024), plus ``visit_weight``
-times log(1 + the number of draws that found the candidate) (NVARC adds the visit count).
+Each distinct candidate of a test input (a grid in the original frame; the ``top`` most
+visited, for the cost) is scored under every augmented view the evaluation sampled: the
+candidate is put into the view's frame, corrupted at a few fixed noise levels
+(:data:`RANK_LEVELS`) with fixed random numbers shared by all candidates, and the denoiser,
+shown the view's test input, gives the mean log-probability of the candidate's colours (over
+the corrupted cells for the absorbing kernel, whose loss counts only those; over all cells for
+the uniform kernel), an ELBO-style estimate of how likely it finds the candidate; the size
+head's log-probability of the candidate's size is added. A view is one expert: the ranking is
+the sum over views (ARChitects 2024), plus ``visit_weight`` times log(1 + the number of draws
+that found the candidate) (NVARC adds the visit count).
 Reads test inputs and candidates only, never a test output.
 """
 
@@ -119,14 +120,19 @@ def poe_rank(
     side: int,
     device: torch.device,
     visit_weight: float = 1.0,
+    top: int = 8,
     batch_size: int = 256,
     seed: int = 0,
 ) -> list[Candidate]:
-    """``candidates`` ranked by the sum of their :func:`view_scores` over ``views`` plus
-    ``visit_weight * log(1 + votes)``, best first (ties: votes, then confidence, then order);
-    each carries its total as ``score``."""
+    """The first ``top`` of ``candidates`` (vote order: the most visited) ranked by the sum of
+    their :func:`view_scores` over ``views`` plus ``visit_weight * log(1 + votes)``, best first
+    (ties: votes, then confidence, then order), each with its total as ``score``; the rest
+    follow in their vote order, unscored (scoring costs a forward pass per candidate, view and
+    noise level)."""
     if not candidates:
         return []
+    rest = list(candidates[top:])
+    candidates = candidates[:top]
     per_view = view_scores(
         model,
         diffusion,
@@ -144,16 +150,23 @@ def poe_rank(
     scored = [
         dataclasses.replace(cand, score=float(t)) for cand, t in zip(candidates, total, strict=True)
     ]
-    return sorted(scored, key=lambda cand: (-cand.score, -cand.votes, -cand.confidence))
+    return sorted(scored, key=lambda cand: (-cand.score, -cand.votes, -cand.confidence)) + rest
 
 
 def ranker_for(
-    ranking: str, *, visit_weight: float = 1.0, batch_size: int = 256, seed: int = 0
+    ranking: str,
+    *,
+    visit_weight: float = 1.0,
+    top: int = 8,
+    batch_size: int = 256,
+    seed: int = 0,
 ) -> Ranker | None:
     """What an evaluation's ``eval.ranking`` names: None for the plain count-then-confidence
     vote, :func:`poe_rank` for the product of experts."""
     if ranking == "vote":
         return None
     if ranking == "poe":
-        return partial(poe_rank, visit_weight=visit_weight, batch_size=batch_size, seed=seed)
+        return partial(
+            poe_rank, visit_weight=visit_weight, top=top, batch_size=batch_size, seed=seed
+        )
     raise ValueError(f"unknown ranking {ranking!r}")

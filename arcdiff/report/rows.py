@@ -57,7 +57,8 @@ def ranking_text(st: dict[str, Any]) -> str:
     """The ranking an evaluation used (count-then-confidence before rankings had names)."""
     if st.get("ranking", "vote") == "vote":
         return "vote (count, then confidence)"
-    return f"product of experts + {st.get('visit_weight', 1.0):g} x log(1 + visits)"
+    weight, top = st.get("visit_weight", 1.0), st.get("rank_top", 8)
+    return f"product of experts over the top {top} + {weight:g} x log(1 + visits)"
 
 
 def _last(metrics: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:

@@ -249,3 +249,17 @@ def test_an_oracle_denoiser_with_the_new_rules_scores_100():
     summary = score_split(predictions, chosen, tasks.solutions)["summary"]
     assert summary["pass@2"] == summary["oracle"] == 1.0
     assert all(c.score is not None for ps in predictions.values() for p in ps for c in p.candidates)
+
+
+def test_only_the_top_most_visited_candidates_are_scored():
+    tasks, chosen, model = oracle_setup()
+    task = chosen[0]
+    truth = tasks.solutions[task.id][0]
+    context = dict(test_input=task.test_inputs[0], task_id=0, views=views(), side=10,
+                   device=torch.device("cpu"))  # fmt: skip
+    ranked = [Candidate((truth + k) % 10, 5 - k, 0.5) for k in (1, 2)] + [Candidate(truth, 1, 0.9)]
+    capped = poe_rank(model, DiscreteDiffusion(), ranked, top=2, visit_weight=0.0, **context)
+    assert capped[2] is ranked[2] and capped[2].score is None  # unscored, last as voted
+    assert all(c.score is not None for c in capped[:2])
+    full = poe_rank(model, DiscreteDiffusion(), ranked, top=3, visit_weight=0.0, **context)
+    assert np.array_equal(full[0].grid, truth)
