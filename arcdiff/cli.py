@@ -107,6 +107,35 @@ MajOpt = Annotated[
 ]
 AugsOpt = Annotated[int | None, typer.Option(help="Augmentations per test input with --maj.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Evaluate the first N tasks only.")]
+SamplerOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="argmax (deterministic steps), ancestral (posterior draws) or confidence "
+        "(most confident cells first). Default: eval.sampler."
+    ),
+]
+SamplesOpt = Annotated[int | None, typer.Option(help="Draws per augmented view (eval.samples).")]
+TemperatureOpt = Annotated[
+    float | None,
+    typer.Option(help="Confidence sampler: 0 takes argmax colours, > 0 draws them."),
+]
+RemaskOpt = Annotated[
+    bool | None,
+    typer.Option("--remask/--no-remask", help="Confidence sampler: decided cells may be redrawn."),
+]
+RankingOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="vote (count, then confidence) or poe (product of experts over the views). "
+        "Default: eval.ranking."
+    ),
+]
+TopOpt = Annotated[
+    int | None, typer.Option(help="poe ranking: how many of the most visited it scores.")
+]
+VisitOpt = Annotated[
+    float | None, typer.Option(help="poe ranking: bonus per log(1 + visits) (eval.visit_weight).")
+]
 CkptOpt = Annotated[
     str, typer.Option(help="Which checkpoint: final, best, last, or a snapshot name (min_15).")
 ]
@@ -138,6 +167,13 @@ def evaluate_command(
     maj: MajOpt = None,
     num_augs: AugsOpt = None,
     limit: LimitOpt = None,
+    sampler: SamplerOpt = None,
+    samples: SamplesOpt = None,
+    temperature: TemperatureOpt = None,
+    remask: RemaskOpt = None,
+    ranking: RankingOpt = None,
+    visit_weight: VisitOpt = None,
+    rank_top: TopOpt = None,
     checkpoint: CkptOpt = "final",
     ema: EmaOpt = None,
     stats: StatsOpt = False,
@@ -170,6 +206,13 @@ def evaluate_command(
         maj=maj,
         num_augs=num_augs,
         limit=limit,
+        sampler=sampler,
+        samples=samples,
+        temperature=temperature,
+        remask=remask,
+        ranking=ranking,
+        visit_weight=visit_weight,
+        rank_top=rank_top,
         checkpoint=checkpoint,
         use_ema=ema,
     )

@@ -12,12 +12,15 @@ size-correct candidates beside the copy-the-input baseline, and wall times.
 Writes ``<out>/study.json`` (rows + the exact overrides), ``<out>/curves.png`` (training loss
 against minutes and against steps) and one run directory per trained variant; prints a rich
 table. Variants that change only the evaluation (sampling steps, EMA) evaluate the run of the
-variant with the same training (``base``, or ``no_self_cond`` for ``no_self_cond_steps16``).
+variant with the same training (``base``, or ``no_self_cond`` for ``no_self_cond_steps16``);
+``--trained RUN`` lets an existing run of the base config stand for ``base`` (the decoding
+and ranking variants ``plain``, ``conf_*``, ``*_poe`` on the preset's own 15-minute run).
 Finished trainings and evaluations are reused, so an interrupted study resumes
 (an interrupted training restarts).
 
     python scripts/study_cpu.py --minutes 15 --variants base,no_input_colour,absorbing
     python scripts/study_cpu.py --steps 500 --variants base,buckets   # fair on a shared CPU
+    python scripts/study_cpu.py --trained outputs/toiny_aa1 --variants plain,conf_poe
     python scripts/study_cpu.py --list
 """
 
@@ -87,6 +90,57 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "buckets": (["data.bucket_window=16"], "size buckets: batches cropped to their largest grid"),
     "eval_weight0.8": (["data.eval_weight=0.8"], "80% of examples from eval demonstrations"),
     "fp32": (["train.bf16=false"], "float32 autocast off"),
+    # decoding and ranking (issue 15): evaluation only, on base's training
+    "plain": (
+        ['eval.sampler="argmax"', "eval.samples=1", 'eval.ranking="vote"'],
+        "deterministic steps, count-then-confidence vote (the rule before samplers had names)",
+    ),
+    "plain_poe": (
+        ['eval.sampler="argmax"', "eval.samples=1", 'eval.ranking="poe"'],
+        "deterministic steps, product-of-experts ranking over the 8 views",
+    ),
+    "conf": (
+        ['eval.sampler="confidence"', "eval.samples=1", 'eval.ranking="vote"'],
+        "most confident cells first (argmax colours), vote",
+    ),
+    "conf_poe": (
+        ['eval.sampler="confidence"', "eval.samples=1", 'eval.ranking="poe"'],
+        "most confident cells first (argmax colours), product of experts",
+    ),
+    "conf_remask": (
+        ['eval.sampler="confidence"', "eval.remask=true", "eval.samples=1", 'eval.ranking="vote"'],
+        "most confident cells first, decided cells may be re-noised, vote",
+    ),
+    "conf_t1_k4": (
+        ['eval.sampler="confidence"', "eval.temperature=1.0", "eval.samples=4"],
+        "4 confidence-ordered draws per view at temperature 1, vote",
+    ),
+    "conf_t1_k4_poe": (
+        [
+            'eval.sampler="confidence"',
+            "eval.temperature=1.0",
+            "eval.samples=4",
+            'eval.ranking="poe"',
+        ],
+        "4 confidence-ordered draws per view at temperature 1, product of experts",
+    ),
+    "conf_t05_k4_poe": (
+        [
+            'eval.sampler="confidence"',
+            "eval.temperature=0.5",
+            "eval.samples=4",
+            'eval.ranking="poe"',
+        ],
+        "4 confidence-ordered draws per view at temperature 0.5, product of experts",
+    ),
+    "anc_k4_poe": (
+        ['eval.sampler="ancestral"', "eval.samples=4", 'eval.ranking="poe"'],
+        "4 ancestral draws per view, product of experts",
+    ),
+    "argmax_k4_poe": (
+        ['eval.sampler="argmax"', "eval.samples=4", 'eval.ranking="poe"'],
+        "4 deterministic runs per view from different starting noise, product of experts",
+    ),
 }
 
 COLUMNS = (
@@ -134,9 +188,17 @@ def budget_overrides(minutes: float | None, steps: int | None) -> list[str]:
 
 
 def run_variant(
-    name: str, base: str, extra: list[str], budget: list[str], out: Path, progress: bool
+    name: str,
+    base: str,
+    extra: list[str],
+    budget: list[str],
+    out: Path,
+    progress: bool,
+    reuse: Path | None = None,
 ) -> dict[str, Any]:
-    """Train one variant on ``budget`` (or reuse its training) and evaluate it."""
+    """Train one variant on ``budget`` (or reuse its training) and evaluate it. ``reuse``: a
+    trained run that stands for ``base`` (nothing is trained for base or its evaluation-only
+    variants)."""
     overrides, _ = VARIANTS[name]
     common = [*budget, "train.quick_eval_every=0"]
     cfg = load_config(base, [*extra, *overrides, *common])
@@ -144,14 +206,23 @@ def run_variant(
     train_cfg = (
         cfg if source == name else load_config(base, [*extra, *VARIANTS[source][0], *common])
     )
-    trained = out / source
-    steps, train_s = train_variant(train_cfg, trained, progress)
+    if source == "base" and reuse is not None:  # an existing run stands for base's training
+        trained = reuse
+        steps = max(m["step"] for m in read_metrics(reuse) if "step" in m)
+        train_s = 60 * max(m.get("minutes", 0.0) for m in read_metrics(reuse))
+    else:
+        trained = out / source
+        steps, train_s = train_variant(train_cfg, trained, progress)
     row_path = out / f"{name}.json"
     if not row_path.exists():
         settings = EvalSettings.from_config(cfg)
         start = time.monotonic()
         # an evaluation-only variant scores the run it shares into eval/<split>~<variant>/
-        tag = f"{split_dirname(settings.split)}~{name}" if source != name else None
+        tag = (
+            f"{split_dirname(settings.split)}~{name}"
+            if source != name or reuse is not None
+            else None
+        )
         scores = evaluate_run(trained, settings, console=console, progress=progress, out_name=tag)
         record = {"summary": scores["summary"], "eval_s": time.monotonic() - start}
         row_path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
@@ -196,7 +267,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, window: int = 25) -> Non
         by_step.plot(steps, smooth, label=row["variant"])
     by_time.set(xlabel="minutes", ylabel=f"training loss (mean of {window} steps)")
     by_step.set(xlabel="optimizer step", ylabel="training loss")
-    by_time.legend(fontsize=8)
+    if by_time.lines:  # none when every row only evaluates (--trained)
+        by_time.legend(fontsize=8)
     for ax in (by_time, by_step):
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -215,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/study_cpu"))
     parser.add_argument(
         "--set", action="append", default=[], help="extra override for every variant"
+    )
+    parser.add_argument(
+        "--trained",
+        type=Path,
+        default=None,
+        help="a trained run of the base config to evaluate instead of training base "
+        "(its scores go to RUN/eval/<split>~<variant>/)",
     )
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     parser.add_argument("--no-progress", action="store_true")
@@ -236,7 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             console.rule(f"variant {name}: {VARIANTS[name][1]}")
             rows.append(
-                run_variant(name, args.base, args.set, budget, args.out, not args.no_progress)
+                run_variant(
+                    name,
+                    args.base,
+                    args.set,
+                    budget,
+                    args.out,
+                    not args.no_progress,
+                    reuse=args.trained,
+                )
             )
     except ArcdiffError as e:
         err_console.print(f"error: {e}")

@@ -225,3 +225,75 @@ def test_a_checkpoint_unlike_its_config_json_is_named(runner, pipeline_run, tmp_
     line = one_error_line(runner.invoke(app, ["evaluate", "--run", str(other)]))
     assert "final.pt does not match" in line and "config.json: model.d_model" in line, line
     assert not (other / "eval").exists()
+
+
+NEW_EVAL_KEYS = (
+    "sampler",
+    "samples",
+    "temperature",
+    "remask",
+    "ranking",
+    "visit_weight",
+    "rank_top",
+)
+
+
+def test_a_run_from_before_the_new_rules_evaluates_with_old_and_new_rules(
+    runner, pipeline_run, tmp_path
+):
+    """config.json and the checkpoint without the eval fields added with the confidence
+    sampler and the ranking: the plain rule and the new ones both evaluate, each in its own
+    folder, and the table and scores.json say which sampler, draws and ranking were used."""
+    import shutil
+
+    import torch
+
+    out = tmp_path / "old"
+    shutil.copytree(pipeline_run[0], out)
+    shutil.rmtree(out / "eval")
+    raw = orjson.loads((out / "config.json").read_bytes())
+    raw["eval"] = {k: v for k, v in raw["eval"].items() if k not in NEW_EVAL_KEYS}
+    (out / "config.json").write_bytes(orjson.dumps(raw))
+    path = out / "checkpoints" / "final.pt"
+    state = torch.load(path, weights_only=False)
+    for key in NEW_EVAL_KEYS:
+        del state["config"]["eval"][key]
+    torch.save(state, path)
+
+    plain = runner.invoke(app, ["evaluate", "--run", str(out), "--limit", "2"])
+    assert plain.exit_code == 0, plain.output
+    assert "argmax" in plain.stdout and "vote (count, then confidence)" in plain.stdout
+    new_args = ["--sampler", "confidence", "--samples", "2", "--temperature", "1"]
+    new = runner.invoke(
+        app, ["evaluate", "--run", str(out), "--limit", "2", *new_args, "--ranking", "poe"]
+    )
+    assert new.exit_code == 0, new.output
+    assert "confidence-ordered, temperature 1" in new.stdout and "product of experts" in new.stdout
+    assert {p.name for p in (out / "eval").iterdir()} == {
+        "aa1_train~limit2",
+        "aa1_train~limit2-confidence-samples2-temp1.0-poe",
+    }
+    scores = orjson.loads(
+        (
+            out / "eval" / "aa1_train~limit2-confidence-samples2-temp1.0-poe" / "scores.json"
+        ).read_bytes()
+    )
+    settings = scores["settings"]
+    assert (settings["sampler"], settings["samples"], settings["ranking"]) == (
+        "confidence",
+        2,
+        "poe",
+    )
+    predictions = orjson.loads(
+        (
+            out / "eval" / "aa1_train~limit2-confidence-samples2-temp1.0-poe" / "predictions.json"
+        ).read_bytes()
+    )
+    assert all("score" in c for e in predictions.values() for p in e for c in p["candidates"])
+
+
+def test_unknown_sampler_or_ranking_is_one_line(runner, pipeline_run):
+    for option, value in (("--sampler", "greedy"), ("--ranking", "best"), ("--samples", "0")):
+        result = runner.invoke(app, ["evaluate", "--run", str(pipeline_run[0]), option, value])
+        assert result.exit_code == 1
+        assert one_error_line(result).startswith(f"error: {option} {value}: must be")

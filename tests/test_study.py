@@ -62,6 +62,23 @@ def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path, monkey
     assert (
         orjson.loads((out / "study.json").read_bytes())["rows"][0]["steps"] == rows["base"]["steps"]
     )
+    # --trained: an existing run stands for base; the decoding variants only evaluate it
+    reused = tmp_path / "reused"
+    args = ["--trained", str(out / "base"), "--variants", "plain,conf_t1_k4_poe"]
+    assert main([*args, "--out", str(reused), *sets, "--no-progress"]) == 0
+    rows = {r["variant"]: r for r in orjson.loads((reused / "study.json").read_bytes())["rows"]}
+    assert rows["plain"]["steps"] == rows["conf_t1_k4_poe"]["steps"] == 4
+    assert not (reused / "base").exists() and not (reused / "plain").exists()
+    evals = sorted(p.name for p in (out / "base" / "eval").iterdir())
+    assert evals == ["aa1_train", "aa1_train~conf_t1_k4_poe", "aa1_train~plain", "aa1_train~steps8"]
+    settings = orjson.loads(
+        (out / "base" / "eval" / "aa1_train~conf_t1_k4_poe" / "scores.json").read_bytes()
+    )["settings"]
+    assert (settings["sampler"], settings["samples"], settings["ranking"]) == (
+        "confidence",
+        4,
+        "poe",
+    )
 
 
 def test_the_script_rejects_an_unknown_variant_in_one_line(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from arcdiff.console import progress_bar
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
+from arcdiff.eval.decode import sampler_for
+from arcdiff.eval.rank import ranker_for
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import Predictions, predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
@@ -36,7 +39,18 @@ TAGGED = {
     "size_vote": "sizevote",
     "size_prior": "sizeprior",
     "bf16": "bf16",  # changes the predictions on CUDA only
+    "sampler": "",
+    "samples": "samples",
+    "temperature": "temp",
+    "remask": "remask",
+    "ranking": "",
+    "visit_weight": "visits",
+    "rank_top": "top",
 }
+
+
+SAMPLERS = typing.get_args(typing.get_type_hints(EvalConfig)["sampler"])
+RANKINGS = typing.get_args(typing.get_type_hints(EvalConfig)["ranking"])
 
 
 @dataclass(frozen=True)
@@ -47,11 +61,19 @@ class EvalSettings(EvalConfig):
     checkpoint: str = "final"
 
     def __post_init__(self) -> None:
-        for name in ("num_steps", "num_augs", "limit", "batch_size"):
+        for name in ("num_steps", "num_augs", "limit", "batch_size", "samples", "rank_top"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 1):
                 option = "--" + name.replace("_", "-")
                 raise ConfigError(f"{option} {value}: must be >= 1 (eval.{name} in a config)")
+        for name, known in (("sampler", SAMPLERS), ("ranking", RANKINGS)):
+            if getattr(self, name) not in known:
+                raise ConfigError(
+                    f"--{name} {getattr(self, name)}: must be one of {', '.join(known)} "
+                    f"(eval.{name} in a config)"
+                )
+        if self.temperature < 0:
+            raise ConfigError(f"--temperature {self.temperature}: must be >= 0 (eval.temperature)")
         super().__post_init__()
 
     @classmethod
@@ -236,6 +258,17 @@ def evaluate_run(
             size_vote=settings.size_vote,
             size_prior=settings.size_prior,
             bf16=settings.bf16,
+            samples=settings.samples,
+            draw=sampler_for(
+                settings.sampler, temperature=settings.temperature, remask=settings.remask
+            ),
+            rank=ranker_for(
+                settings.ranking,
+                visit_weight=settings.visit_weight,
+                top=settings.rank_top,
+                batch_size=settings.batch_size,
+                seed=settings.seed,
+            ),
         )
     wall = time.monotonic() - start
     if not console.is_terminal and progress:

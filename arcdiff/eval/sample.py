@@ -11,7 +11,7 @@ The sampler is given test *inputs* only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +32,7 @@ from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import DataError
 from arcdiff.eval.score import TestPrediction
 from arcdiff.eval.vote import Candidate, top2, vote
-from arcdiff.model.denoiser import Denoiser
+from arcdiff.model.denoiser import Denoiser, DenoiserOutput
 from arcdiff.runs.device import fast_math, seeded_generator
 
 
@@ -86,19 +86,44 @@ def sample(
     fixed = None if sizes is None else sizes.to(device).clamp(1, s)
     for i, step in enumerate(steps):
         logsnr = diffusion.logsnr(torch.full((b,), step)).to(device)
-        out = model(inputs, x, logsnr, task, dihedral)
-        step_sizes = fixed if fixed is not None else out.size_logits.argmax(-1).clamp(max=s - 1) + 1
-        if two_pass and model.self_condition:
-            valid = size_mask(step_sizes, s)
-            out = model(inputs, x, logsnr, task, dihedral, sc_logits=out.logits, valid=valid)
-            if fixed is None:
-                step_sizes = out.size_logits.argmax(-1).clamp(max=s - 1) + 1
+        out, step_sizes = denoise(model, inputs, x, logsnr, task, dihedral, fixed, two_pass)
         valid = size_mask(step_sizes, s)
         next_step = steps[i + 1] if i + 1 < len(steps) else -1
         x = diffusion.reverse_step(
             x, out.logits, step, next_step, valid, argmax=argmax, generator=generator
         ).prev_sample
-    probs = out.logits.float().softmax(-1)  # (B, S, S, 10)
+    return finish(out.logits, x, valid, step_sizes)
+
+
+def denoise(
+    model: Denoiser,
+    inputs: Tensor,
+    x: Tensor,
+    logsnr: Tensor,
+    task: Tensor,
+    dihedral: Tensor,
+    fixed: Tensor | None,
+    two_pass: bool,
+) -> tuple[DenoiserOutput, Tensor]:
+    """One step's prediction for the canvas ``x`` (B, S, S) and the (B, 2) sizes it samples at:
+    ``fixed``, or the size head's argmax. With self-conditioning and ``two_pass``, a second
+    pass takes the first one's logits."""
+    s = x.shape[-1]
+    out = model(inputs, x, logsnr, task, dihedral)
+    sizes = fixed if fixed is not None else out.size_logits.argmax(-1).clamp(max=s - 1) + 1
+    if two_pass and model.self_condition:
+        valid = size_mask(sizes, s)
+        out = model(inputs, x, logsnr, task, dihedral, sc_logits=out.logits, valid=valid)
+        if fixed is None:
+            sizes = out.size_logits.argmax(-1).clamp(max=s - 1) + 1
+    return out, sizes
+
+
+def finish(logits: Tensor, x: Tensor, valid: Tensor, sizes: Tensor) -> Samples:
+    """The sampler's output from its last step: the grid ``x`` (B, S, S) inside ``valid``, its
+    confidence and runner-up under the last step's ``logits`` (B, S, S, 10)."""
+    b, s, _ = x.shape
+    probs = logits.float().softmax(-1)  # (B, S, S, 10)
     top = probs.topk(2, dim=-1)
     cells = valid.sum(dim=(1, 2))
     confidence = (top.values[..., 0] * valid).sum(dim=(1, 2)) / cells
@@ -110,7 +135,7 @@ def sample(
     )
     return Samples(
         tokens=torch.where(valid, x, PAD),
-        sizes=step_sizes,
+        sizes=sizes,
         confidence=confidence,
         runner_up=torch.where(valid, runner_up, PAD),
         runner_up_confidence=confidence + swapped / cells,
@@ -236,6 +261,9 @@ def predict_tasks(
     size_vote: bool = True,
     size_prior: bool = True,
     bf16: bool = True,
+    samples: int = 1,
+    draw: Callable[..., Samples] = sample,
+    rank: Callable[..., list[Candidate]] | None = None,
 ) -> dict[str, list[TestPrediction]]:
     """Predict two attempts for every test input of ``tasks``.
 
@@ -251,6 +279,10 @@ def predict_tasks(
     weighs :func:`demo_size_prior`, the lengths the demonstrations' size rules name.
     ``bf16``: bf16 autocast and TF32 on CUDA (:func:`fast_math`); no effect elsewhere. The
     sampler's noise is drawn on ``device`` from ``seed`` (:func:`seeded_generator`).
+    ``samples``: draws per view (batched with the views; several need a stochastic ``draw``),
+    all voted. ``draw``: the sampler, :func:`sample`'s signature (``arcdiff.eval.decode``).
+    ``rank``: re-ranks a test input's voted candidates (``arcdiff.eval.rank``), given the
+    model, the diffusion, the candidates and the views (test input, task, augmentations).
     """
     device = device or next(model.parameters()).device
     rng = np.random.default_rng(seed)
@@ -261,10 +293,11 @@ def predict_tasks(
             raise DataError(f"task {task.id} has no embedding in this model (not trained on)")
         for i in range(len(task.test_inputs)):
             if not maj:
-                items.append(_Item(t, i, identity))
+                items += [_Item(t, i, identity)] * samples
                 continue
             perms = sample_colour_perms(rng, num_augs)
-            items += [_Item(t, i, Augmentation(k % 8, perms[k])) for k in range(num_augs)]
+            views = [Augmentation(k % 8, perms[k]) for k in range(num_augs)]
+            items += [_Item(t, i, view) for view in views for _ in range(samples)]
     grids = [tasks[it.task].test_inputs[it.test] for it in items]
     tokens, sizes = encode_grids(grids, model.max_size)
     dihedrals = np.array([it.aug.dihedral for it in items], dtype=np.int64)
@@ -280,7 +313,7 @@ def predict_tasks(
         ],
         dtype=np.int64,
     )
-    k = 1 if not maj else num_augs
+    k = (1 if not maj else num_augs) * samples
 
     def on_device(batch: np.ndarray, side: int) -> tuple[Tensor, Tensor, Tensor]:
         """A batch's input canvases (cropped to ``side``), task rows and dihedral ids."""
@@ -311,7 +344,7 @@ def predict_tasks(
     generator = seeded_generator(device, seed)
     for side, batch in _side_batches(sides, batch_size):
         with fast_math(device, bf16):
-            out = sample(
+            out = draw(
                 model,
                 diffusion,
                 *on_device(batch, side),
@@ -333,7 +366,7 @@ def predict_tasks(
         group = items[start : start + k]
         inverses = [it.aug.inverse() for it in group]
         rows = decoded[start : start + k]
-        if maj:
+        if maj or samples > 1:
             candidates = vote(
                 [inv.apply(g) for inv, (g, *_rest) in zip(inverses, rows, strict=True)],
                 [c for _, c, _, _ in rows],
@@ -341,6 +374,18 @@ def predict_tasks(
         else:
             (g, c, g2, c2) = rows[0]
             candidates = [Candidate(g, 1, c), Candidate(g2, 0, c2)]
+        if rank is not None:
+            task = tasks[group[0].task]
+            candidates = rank(
+                model,
+                diffusion,
+                candidates,
+                test_input=task.test_inputs[group[0].test],
+                task_id=task_index[task.id],
+                views=[it.aug for it in group[::samples]],
+                side=int(sides[start]),
+                device=device,
+            )
         first, second = top2(candidates)
         predictions[tasks[group[0].task].id].append(
             TestPrediction(tuple(candidates), first, second)

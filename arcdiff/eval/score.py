@@ -120,6 +120,7 @@ def predictions_json(predictions: Predictions) -> dict[str, Any]:
                 "attempt_2": p.attempt_2.tolist(),
                 "candidates": [
                     {"grid": c.grid.tolist(), "votes": c.votes, "confidence": c.confidence}
+                    | ({} if c.score is None else {"score": c.score})
                     for c in p.candidates
                 ],
             }

@@ -20,6 +20,7 @@ class Candidate:
     grid: Grid
     votes: int
     confidence: float  # mean confidence of the predictions that voted for it
+    score: float | None = None  # a ranking's score (arcdiff.eval.rank), None under the vote
 
 
 def grid_key(grid: Grid) -> tuple[tuple[int, ...], bytes]:

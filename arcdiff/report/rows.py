@@ -34,10 +34,31 @@ def summary_rows(scores: dict[str, Any]) -> list[tuple[str, str]]:
             f"{pct(s.get('cell_accuracy_same_shape'))} vs {pct(s.get('copy_baseline_same_shape'))}",
         ),
         ("sampling steps", str(st.get("num_steps", "—"))),
+        ("sampler", sampler_text(st)),
         ("augmentations", votes if augs is not None else "—"),
+        ("candidates per view", str(st.get("samples", 1))),
+        ("ranking", ranking_text(st)),
         ("checkpoint", f"{checkpoint}, step {st.get('step', '—')}"),
         ("wall time", f"{duration(st.get('wall_s'))} on {st.get('device') or '—'}"),
     ]
+
+
+def sampler_text(st: dict[str, Any]) -> str:
+    """The sampler an evaluation used; scores from before samplers had names used argmax."""
+    name = st.get("sampler", "argmax")
+    if name != "confidence":
+        return name
+    temperature = st.get("temperature", 0.0)
+    drawn = f"temperature {temperature:g}" if temperature else "argmax colours"
+    return f"confidence-ordered, {drawn}" + (", remasking" if st.get("remask") else "")
+
+
+def ranking_text(st: dict[str, Any]) -> str:
+    """The ranking an evaluation used (count-then-confidence before rankings had names)."""
+    if st.get("ranking", "vote") == "vote":
+        return "vote (count, then confidence)"
+    weight, top = st.get("visit_weight", 1.0), st.get("rank_top", 8)
+    return f"product of experts over the top {top} + {weight:g} x log(1 + visits)"
 
 
 def _last(metrics: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:

@@ -8,6 +8,8 @@ from torch import nn
 from arcdiff.data.augment import DIHEDRAL_BITS, dihedral
 from arcdiff.data.tasks import Pair, Task, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.eval.decode import sampler_for
+from arcdiff.eval.rank import ranker_for
 from arcdiff.eval.sample import (
     canvas_side,
     demo_size_prior,
@@ -16,7 +18,7 @@ from arcdiff.eval.sample import (
     size_mask,
     size_votes,
 )
-from arcdiff.eval.score import TestPrediction, score_split, submission
+from arcdiff.eval.score import TestPrediction, predictions_json, score_split, submission
 from arcdiff.eval.vote import Candidate, top2, vote
 from arcdiff.model.denoiser import DenoiserOutput
 from tests.conftest import SMALL_TASKS
@@ -201,8 +203,18 @@ def test_an_oracle_denoiser_scores_100_and_noise_scores_0(maj, crop, size_vote):
             assert candidate.votes == 8  # every augmentation, inverted, agrees
 
 
-def test_the_sampler_never_sees_test_outputs(tmp_path):
-    """Two task sets that differ only in their test outputs give identical predictions."""
+NEW_RULES = {  # confidence-ordered draws, several per view, product-of-experts ranking
+    "samples": 2,
+    "draw": sampler_for("confidence", temperature=1.0, remask=True),
+    "rank": ranker_for("poe"),
+}
+
+
+@pytest.mark.parametrize("rules", [{}, NEW_RULES], ids=["vote", "confidence-poe"])
+@pytest.mark.parametrize("kernel", ["uniform", "absorbing"])
+def test_the_sampler_never_sees_test_outputs(tmp_path, rules, kernel):
+    """Two task sets that differ only in their test outputs give identical predictions, with
+    the plain vote and with the confidence sampler, several draws and the ranking."""
     source = load_tasks("aa1:eval", max_size=10, limit=3)
     for variant in ("real", "fake"):
         folder = tmp_path / variant
@@ -227,8 +239,9 @@ def test_the_sampler_never_sees_test_outputs(tmp_path):
     for variant in ("real", "fake"):
         tasks = load_tasks(str(tmp_path / variant))
         index = {t.id: k for k, t in enumerate(tasks)}
-        preds = predict_tasks(model, DiscreteDiffusion(), tasks.tasks, index, num_steps=2)
-        results.append(submission(preds))
+        diffusion = DiscreteDiffusion(kernel=kernel)
+        preds = predict_tasks(model, diffusion, tasks.tasks, index, num_steps=2, **rules)
+        results.append(predictions_json(preds))
     assert results[0] == results[1]
 
 
