@@ -123,20 +123,13 @@ class TrainConfig:
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
+        for key in ("batch_size", "grad_accum", "max_steps", "eval_every"):
+            _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
         _check(self.lr > 0, "train.lr", "must be > 0")
-        _check(self.max_steps >= 1, "train.max_steps", "must be >= 1")
-        _check(
-            self.max_minutes is None or self.max_minutes >= 0, "train.max_minutes", "must be >= 0"
-        )
-        _check(
-            self.checkpoint_minutes is None or self.checkpoint_minutes >= 0,
-            "train.checkpoint_minutes",
-            "must be >= 0",
-        )
+        for key in ("max_minutes", "checkpoint_minutes"):
+            value = getattr(self, key)
+            _check(value is None or value >= 0, f"train.{key}", "must be >= 0")
         _check(self.save_every is None or self.save_every >= 1, "train.save_every", "must be >= 1")
-        _check(self.eval_every >= 1, "train.eval_every", "must be >= 1")
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
         _check(0.0 <= self.self_cond_prob <= 1.0, "train.self_cond_prob", "must be in [0, 1]")
 
@@ -156,25 +149,19 @@ class EvalConfig:
     size_vote: bool = True  # the views of a test input agree on one output size first
     size_prior: bool = True  # the vote weighs the sizes the demonstrations' size rules name
     bf16: bool = True  # bf16 autocast + TF32 on CUDA (no effect on a CPU)
-    # argmax: every step sets each cell to its most likely colour; ancestral: a sample of the
-    # reverse posterior; confidence: the most confident cells first (arcdiff.eval.decode)
-    sampler: Literal["argmax", "ancestral", "confidence"] = "argmax"
+    sampler: Literal["argmax", "ancestral", "confidence"] = "argmax"  # eval/sample.py, decode.py
     samples: int = 1  # draws per augmented view, batched with the views
     temperature: float = 0.0  # confidence sampler: 0 picks argmax colours, > 0 draws them
     remask: bool = False  # confidence sampler: decided cells may be re-noised when unsure
-    # vote: count then confidence; poe: product of experts over the views (arcdiff.eval.rank)
-    ranking: Literal["vote", "poe"] = "vote"
+    ranking: Literal["vote", "poe"] = "vote"  # count-then-confidence, or eval/rank.py
     visit_weight: float = 1.0  # poe: bonus per log visit count
     rank_top: int = 8  # poe: the most visited candidates it scores (the rest follow by votes)
 
     def __post_init__(self) -> None:
-        _check(self.num_steps >= 1, "eval.num_steps", "must be >= 1")
-        _check(self.num_augs >= 1, "eval.num_augs", "must be >= 1")
-        _check(self.samples >= 1, "eval.samples", "must be >= 1")
-        _check(self.rank_top >= 1, "eval.rank_top", "must be >= 1")
-        _check(self.temperature >= 0.0, "eval.temperature", "must be >= 0")
+        for key in ("num_steps", "num_augs", "batch_size", "samples", "rank_top"):
+            _check(getattr(self, key) >= 1, f"eval.{key}", "must be >= 1")
         _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1")
-        _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        _check(self.temperature >= 0.0, "eval.temperature", "must be >= 0")
 
 
 @dataclass(frozen=True)

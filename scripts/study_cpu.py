@@ -46,6 +46,17 @@ from arcdiff.eval.evaluate import EvalSettings, evaluate_run, split_dirname  # n
 from arcdiff.runs.paths import read_metrics  # noqa: E402
 from arcdiff.train.trainer import train  # noqa: E402
 
+
+def decoding(sampler: str, *extra: str, samples: int = 1, ranking: str = "vote") -> list[str]:
+    """The eval overrides of a decoding-and-ranking variant (issue 15)."""
+    return [
+        f'eval.sampler="{sampler}"',
+        f"eval.samples={samples}",
+        f'eval.ranking="{ranking}"',
+        *extra,
+    ]
+
+
 # name -> (overrides on top of the base config, what the variant tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "base": ([], "the preset as it is"),
@@ -92,53 +103,46 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "fp32": (["train.bf16=false"], "float32 autocast off"),
     # decoding and ranking (issue 15): evaluation only, on base's training
     "plain": (
-        ['eval.sampler="argmax"', "eval.samples=1", 'eval.ranking="vote"'],
+        decoding("argmax"),
         "deterministic steps, count-then-confidence vote (the rule before samplers had names)",
     ),
     "plain_poe": (
-        ['eval.sampler="argmax"', "eval.samples=1", 'eval.ranking="poe"'],
+        decoding("argmax", ranking="poe"),
         "deterministic steps, product-of-experts ranking over the 8 views",
     ),
-    "conf": (
-        ['eval.sampler="confidence"', "eval.samples=1", 'eval.ranking="vote"'],
-        "most confident cells first (argmax colours), vote",
-    ),
+    "conf": (decoding("confidence"), "most confident cells first (argmax colours), vote"),
     "conf_poe": (
-        ['eval.sampler="confidence"', "eval.samples=1", 'eval.ranking="poe"'],
+        decoding("confidence", ranking="poe"),
         "most confident cells first (argmax colours), product of experts",
     ),
     "conf_remask": (
-        ['eval.sampler="confidence"', "eval.remask=true", "eval.samples=1", 'eval.ranking="vote"'],
+        decoding("confidence", "eval.remask=true"),
         "most confident cells first, decided cells may be re-noised, vote",
     ),
     "conf_t1_k4": (
-        ['eval.sampler="confidence"', "eval.temperature=1.0", "eval.samples=4"],
+        decoding("confidence", "eval.temperature=1.0", samples=4),
         "4 confidence-ordered draws per view at temperature 1, vote",
     ),
     "conf_t1_k4_poe": (
-        [
-            'eval.sampler="confidence"',
-            "eval.temperature=1.0",
-            "eval.samples=4",
-            'eval.ranking="poe"',
-        ],
+        decoding("confidence", "eval.temperature=1.0", samples=4, ranking="poe"),
         "4 confidence-ordered draws per view at temperature 1, product of experts",
     ),
     "conf_t05_k4_poe": (
-        [
-            'eval.sampler="confidence"',
-            "eval.temperature=0.5",
-            "eval.samples=4",
-            'eval.ranking="poe"',
-        ],
+        decoding("confidence", "eval.temperature=0.5", samples=4, ranking="poe"),
         "4 confidence-ordered draws per view at temperature 0.5, product of experts",
     ),
+    "conf_t05_k4_poe_top32": (
+        decoding(
+            "confidence", "eval.temperature=0.5", "eval.rank_top=32", samples=4, ranking="poe"
+        ),
+        "conf_t05_k4_poe scoring every candidate (up to 32), not the 8 most visited",
+    ),
     "anc_k4_poe": (
-        ['eval.sampler="ancestral"', "eval.samples=4", 'eval.ranking="poe"'],
+        decoding("ancestral", samples=4, ranking="poe"),
         "4 ancestral draws per view, product of experts",
     ),
     "argmax_k4_poe": (
-        ['eval.sampler="argmax"', "eval.samples=4", 'eval.ranking="poe"'],
+        decoding("argmax", samples=4, ranking="poe"),
         "4 deterministic runs per view from different starting noise, product of experts",
     ),
 }
