@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Literal
 
 import orjson
 
+from arcdiff.config_values import coerce, type_name
 from arcdiff.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -43,11 +43,15 @@ class DataConfig:
     # batch's canvases to its largest grid (a 3x3 task stops paying for 10x10 tokens); the
     # sampler then crops each test input's canvas to its task's grids. 0 or 1: full canvases.
     bucket_window: int = 0
+    # share of examples that denoise one grid alone (input slot empty): every input grid of
+    # every task, eval test inputs included (never a test output)
+    self_supervised: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check(1 <= self.max_size <= 30, "data.max_size", "must be in 1..30")
-        _check(0.0 <= self.eval_weight <= 1.0, "data.eval_weight", "must be in [0, 1]")
+        for key in ("eval_weight", "self_supervised"):
+            _check(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "must be in [0, 1]")
         _check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1")
         _check(self.val_pairs >= 0, "data.val_pairs", "must be >= 0")
         _check(self.bucket_window >= 0, "data.bucket_window", "must be >= 0")
@@ -67,6 +71,8 @@ class ModelConfig:
     sc_temperature: float = 1.5
     sc_gate_init: float = 0.3
     size_copy: bool = False  # size head also has "input height" / "input width" classes
+    rope: bool = False  # attention rotates queries and keys by each cell's row and column
+    abs_pos: bool = True  # learned absolute row and column embeddings
 
     def __post_init__(self) -> None:
         _check(self.d_model >= 1, "model.d_model", "must be >= 1")
@@ -77,6 +83,12 @@ class ModelConfig:
             f"{self.d_model} is not divisible by model.n_heads={self.n_heads}",
         )
         _check(self.n_layers >= 1, "model.n_layers", "must be >= 1")
+        head_dim = self.d_model // self.n_heads
+        _check(
+            not self.rope or head_dim % 4 == 0,
+            "model.rope",
+            f"needs d_model / n_heads divisible by 4 (two rotation pairs per axis), got {head_dim}",
+        )
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
 
 
@@ -101,6 +113,8 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.01
+    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: the blocks' matrices; AdamW the rest
+    muon_lr: float = 0.02
     warmup_steps: int = 100
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     max_steps: int = 1000
@@ -114,7 +128,8 @@ class TrainConfig:
     save_every: int | None = None
     checkpoint_minutes: float | None = 2.0  # last.pt by the clock too (None or 0: off)
     snapshot_minutes: list[float] = field(default_factory=list)  # checkpoints/min_<M>.pt
-    bf16: bool = True
+    bf16: bool = True  # bf16 autocast + TF32 on CUDA
+    cpu_bf16: bool = False  # bf16 autocast on a CPU with AMX or AVX512-BF16 (else an error)
     compile: bool = False
     threads: int | None = None  # torch CPU threads (None: torch's default, all cores)
     seed: int = 0
@@ -125,7 +140,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("batch_size", "grad_accum", "max_steps", "eval_every"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
-        _check(self.lr > 0, "train.lr", "must be > 0")
+        for key in ("lr", "muon_lr"):
+            _check(getattr(self, key) > 0, f"train.{key}", "must be > 0")
         for key in ("max_minutes", "checkpoint_minutes"):
             value = getattr(self, key)
             _check(value is None or value >= 0, f"train.{key}", "must be >= 0")
@@ -219,49 +235,6 @@ def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list[{_type_name(typing.get_args(tp)[0])}]"
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Return (ok, value) with value converted to ``tp`` where that is lossless (int -> float)."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return value in typing.get_args(tp), value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, coerced = _coerce(value, arg)
-            if ok:
-                return True, coerced
-        return False, value
-    if origin is list:
-        if not isinstance(value, list):
-            return False, value
-        (item_tp,) = typing.get_args(tp)
-        items = [_coerce(v, item_tp) for v in value]
-        return all(ok for ok, _ in items), [v for _, v in items]
-    if tp is type(None):
-        return value is None, value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        return False, value
-    if tp is str:
-        return isinstance(value, str), value
-    raise TypeError(f"unsupported config field type {tp!r}")
-
-
 def _build_section(cls: type, raw: Any, section: str, where: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: section '{section}' must be a JSON object")
@@ -271,10 +244,10 @@ def _build_section(cls: type, raw: Any, section: str, where: str) -> Any:
     for key, value in raw.items():
         if key not in hints:
             raise ConfigError(f"{where}: unknown key '{section}.{key}'{_did_you_mean(key, names)}")
-        ok, coerced = _coerce(value, hints[key])
+        ok, coerced = coerce(value, hints[key])
         if not ok:
             raise ConfigError(
-                f"{where}: '{section}.{key}' must be {_type_name(hints[key])}, got {value!r}"
+                f"{where}: '{section}.{key}' must be {type_name(hints[key])}, got {value!r}"
             )
         values[key] = coerced
     try:

@@ -57,6 +57,10 @@ def decoding(sampler: str, *extra: str, samples: int = 1, ranking: str = "vote")
     ]
 
 
+ROPE = ["model.rope=true", "model.abs_pos=false"]
+SELFSUP = ["data.self_supervised=0.25"]
+MUON = ['train.optimizer="muon"']
+
 # name -> (overrides on top of the base config, what the variant tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "base": ([], "the preset as it is"),
@@ -101,6 +105,19 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "buckets": (["data.bucket_window=16"], "size buckets: batches cropped to their largest grid"),
     "eval_weight0.8": (["data.eval_weight=0.8"], "80% of examples from eval demonstrations"),
     "fp32": (["train.bf16=false"], "float32 autocast off"),
+    # learning faster (issue 14): positions, self-supervised grids, optimizer, width in bf16
+    "rope": (ROPE, "2D rotary positions instead of learned row/column embeddings"),
+    "rope_abs": (["model.rope=true"], "2D rotary positions and the learned row/column embeddings"),
+    "selfsup": (SELFSUP, "a quarter of the examples denoise an input grid alone"),
+    "rope_selfsup": (ROPE + SELFSUP, "rope and self-supervised grids"),
+    "muon": (MUON, "Muon on the blocks' matrices (lr 0.02), AdamW on the rest"),
+    "muon_lr0.01": ([*MUON, "train.muon_lr=0.01"], "Muon at lr 0.01"),
+    "muon_lr0.04": ([*MUON, "train.muon_lr=0.04"], "Muon at lr 0.04"),
+    "rope_selfsup_muon": (ROPE + SELFSUP + MUON, "rope, self-supervised grids and Muon"),
+    "rope_selfsup_d256_bf16": (
+        ROPE + SELFSUP + ["model.d_model=256", "model.n_heads=8", "train.cpu_bf16=true"],
+        "rope and self-supervised grids, d 256 (8 heads) under CPU bf16 autocast",
+    ),
     # decoding and ranking (issue 15): evaluation only, on base's training
     "plain": (
         decoding("argmax"),

@@ -15,6 +15,13 @@ Size buckets (``bucket_window`` W > 1): W global batches are drawn at once, sort
 largest grid side, cut into W batches and served in a random order; each batch's canvases are
 cropped to its largest grid. The examples and their distribution are unchanged; only their
 grouping into batches and the canvas side differ.
+
+Self-supervised grids (``self_supervised`` p > 0): a share p of the examples asks the model
+to denoise one grid alone, its input slot an empty (all-PAD) canvas, under the grid's task
+embedding. The grids are every input grid of every task in the stream: demonstration inputs
+and test INPUTS (given at test time), never an output that is not already a training target
+and never a test output. A task is drawn uniformly, then one of its input grids. With p = 0
+nothing extra is drawn, so the stream is the same as without the option.
 """
 
 from __future__ import annotations
@@ -93,6 +100,7 @@ class TrainingStream:
         world_size: int = 1,
         validation: Sequence[tuple[str, Pair]] = (),
         bucket_window: int = 0,
+        self_supervised: float = 0.0,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
@@ -122,10 +130,16 @@ class TrainingStream:
         ]
         self.train_pool = _Pool(fits, 0)
         self.eval_pool = _Pool([t.demos for t in eval_tasks], len(train))
-        pairs = self.train_pool.flat + self.eval_pool.flat
+        self.self_supervised = self_supervised
+        alone = [_alone(t) for t in (*train, *eval_tasks)] if self_supervised > 0 else []
+        self.alone_pool = _Pool(alone, 0)  # tasks in task-index order: train, then eval
+        self.alone_offset = len(self.train_pool.flat) + len(self.eval_pool.flat)
+        pairs = self.train_pool.flat + self.eval_pool.flat + self.alone_pool.flat
         self.inputs, self.input_sizes = encode_grids([p.input for p in pairs], max_size)
         self.outputs, self.output_sizes = encode_grids([p.output for p in pairs], max_size)
-        self.pair_task = np.concatenate([self.train_pool.pair_task, self.eval_pool.pair_task])
+        self.pair_task = np.concatenate(
+            [self.train_pool.pair_task, self.eval_pool.pair_task, self.alone_pool.pair_task]
+        ).astype(np.int64)
         index = {task_id: i for i, task_id in enumerate(self.task_ids)}
         self.validation = [(index[task_id], pair) for task_id, pair in validation]
 
@@ -135,7 +149,12 @@ class TrainingStream:
 
     @property
     def num_pairs(self) -> int:
-        return len(self.pair_task)
+        """Input-output pairs (the self-supervised grids are counted by ``num_alone``)."""
+        return self.alone_offset
+
+    @property
+    def num_alone(self) -> int:
+        return len(self.alone_pool.flat)
 
     def _draw(self, n: int) -> tuple[np.ndarray, ...]:
         """n global examples: pair indices, dihedral ids, colour permutations, from_eval."""
@@ -143,6 +162,11 @@ class TrainingStream:
         from_train = self.train_pool.draw(self.rng, n)
         from_evals = self.eval_pool.draw(self.rng, n) + len(self.train_pool.flat)
         pair = np.where(from_eval, from_evals, from_train)
+        if self.self_supervised > 0:
+            alone = self.rng.random(n) < self.self_supervised
+            grids = self.alone_pool.draw(self.rng, n) + self.alone_offset
+            pair = np.where(alone, grids, pair)
+            from_eval = np.where(alone, self.pair_task[grids] >= self.num_train_tasks, from_eval)
         if self.augment:
             dihedrals, colours = sample_augmentations(
                 self.rng, n, permute_background=self.permute_background
@@ -238,6 +262,15 @@ class TrainingStream:
             self._window_pos = pos
 
 
+_EMPTY = np.zeros((0, 0), dtype=np.uint8)
+
+
+def _alone(task: Task) -> list[Pair]:
+    """A task's self-supervised examples: each input grid (demonstrations, then test inputs)
+    as the output of an example whose input is empty. A Task holds no test output."""
+    return [Pair(_EMPTY, grid) for grid in (*(p.input for p in task.demos), *task.test_inputs)]
+
+
 def hold_out_demos(tasks: TaskSet, n: int, seed: int = 0) -> tuple[TaskSet, list[tuple[str, Pair]]]:
     """Move the last demonstration of ``n`` random tasks (those with >= 3) out of ``tasks``."""
     eligible = [i for i, t in enumerate(tasks) if len(t.demos) >= 3]
@@ -280,4 +313,5 @@ def stream_from_config(cfg: DataConfig, *, rank: int = 0, world_size: int = 1) -
         world_size=world_size,
         validation=validation,
         bucket_window=cfg.bucket_window,
+        self_supervised=cfg.self_supervised,
     )

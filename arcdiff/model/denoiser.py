@@ -4,9 +4,14 @@
 cell and logits for the output height and width.
 
 The sequence is one size token, the S*S input-canvas tokens and the S*S output-canvas tokens.
-Every token gets its content embedding, a row and a column embedding and a segment embedding;
-the conditioning vector (task + dihedral id + noise level) is added to every token. With
-``input_colour``, each output token also embeds the input colour at its canvas position.
+Every token gets its content embedding and a segment embedding (size token, input, output);
+cell positions enter as learned row and column embeddings (``abs_pos``) and/or as 2D rotary
+angles of the queries and keys in every attention layer (``rope``: the cell's row and column
+in the grid's own frame, so an output cell and the input cell at the same place differ by
+zero; the size token is not rotated). The conditioning vector (task + dihedral id + noise
+level) is added to every token. With ``input_colour``, each output token also embeds the
+input colour at its canvas position. An all-PAD input canvas asks for a grid alone (the
+self-supervised examples of ``data.self_supervised``).
 
 Gated log-prob self-conditioning: the logits of a first pass, as log-softmax at temperature
 ``sc_temperature``, centred per cell, go through Linear(10, d) + LayerNorm and a learnable
@@ -30,7 +35,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from arcdiff.config import NUM_COLOURS, ModelConfig
-from arcdiff.model.layers import Block, NoiseLevelEmbedding
+from arcdiff.model.layers import Block, NoiseLevelEmbedding, Rotary, grid_rotary
 
 VOCAB = NUM_COLOURS + 1  # colours + PAD (input canvas) / MASK (output canvas)
 PAD_TOKEN = NUM_COLOURS  # the input canvas's padding token, as in arcdiff.data.encode
@@ -58,6 +63,8 @@ class Denoiser(nn.Module):
         sc_temperature: float = 1.5,
         sc_gate_init: float = 0.3,
         size_copy: bool = True,
+        rope: bool = False,
+        abs_pos: bool = True,
     ):
         super().__init__()
         self.max_size = max_size
@@ -69,8 +76,14 @@ class Denoiser(nn.Module):
         # copying is the most common ARC relation: give each output cell the input colour at
         # the same canvas position directly instead of only through attention
         self.input_colour_embed = nn.Embedding(VOCAB, d_model) if input_colour else None
-        self.row_embed = nn.Embedding(s, d_model)
-        self.col_embed = nn.Embedding(s, d_model)
+        self.abs_pos = abs_pos
+        if abs_pos:
+            self.row_embed = nn.Embedding(s, d_model)
+            self.col_embed = nn.Embedding(s, d_model)
+        self.head_dim = d_model // n_heads
+        self.rope = rope
+        if rope and self.head_dim % 4:
+            raise ValueError(f"rope needs d_model / n_heads divisible by 4, got {self.head_dim}")
         self.segment_embed = nn.Embedding(3, d_model)  # size token, input, output
         self.size_token = nn.Parameter(torch.zeros(d_model))
         self.task_embed = nn.Embedding(num_tasks, d_model)
@@ -105,6 +118,8 @@ class Denoiser(nn.Module):
             sc_temperature=cfg.sc_temperature,
             sc_gate_init=cfg.sc_gate_init,
             size_copy=cfg.size_copy,
+            rope=cfg.rope,
+            abs_pos=cfg.abs_pos,
         )
 
     @staticmethod
@@ -143,7 +158,9 @@ class Denoiser(nn.Module):
         b, s, _ = inputs.shape
         n = s * s
         idx = torch.arange(s, device=inputs.device)  # canvases may be cropped to s <= max_size
-        pos = (self.row_embed(idx)[:, None] + self.col_embed(idx)[None, :]).flatten(0, 1)  # (N, D)
+        pos = 0.0
+        if self.abs_pos:
+            pos = (self.row_embed(idx)[:, None] + self.col_embed(idx)[None, :]).flatten(0, 1)
         seg = self.segment_embed.weight  # (3, D)
         x_in = self.input_embed(inputs.flatten(1)) + pos + seg[1]  # (B, N, D)
         x_out = self.output_embed(noisy.flatten(1)) + pos + seg[2]  # (B, N, D)
@@ -157,14 +174,25 @@ class Denoiser(nn.Module):
         cond = self.task_embed(task) + self.dihedral_embed(dihedral) + self.noise_embed(logsnr)
         size_tok = (self.size_token + seg[0]).expand(b, 1, -1)
         x = torch.cat([size_tok, x_in, x_out], dim=1) + cond[:, None, :]  # (B, 1 + 2N, D)
+        rotary = self.grid_rotary(s, inputs.device) if self.rope else None
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rotary)
         x = self.norm(x)
         logits = self.colour_head(x[:, 1 + n :]).view(b, s, s, NUM_COLOURS)  # (B, S, S, 10)
         size_logits = self.size_head(x[:, 0]).view(b, 2, -1)
         if self.size_copy:
             size_logits = self.fold_copy_classes(size_logits, inputs)
         return DenoiserOutput(logits=logits, size_logits=size_logits)  # (B, 2, S_max)
+
+    def grid_rotary(self, s: int, device: torch.device) -> Rotary:
+        """Rotary angles of the sequence [size token, input cells, output cells] on an S x S
+        canvas: cell (r, c) of either grid at (r, c), the size token unrotated."""
+        idx = torch.arange(s, device=device, dtype=torch.float32)
+        rows, cols = idx.repeat_interleave(s), idx.repeat(s)  # (N,) row-major, as flatten(1)
+        zero = torch.zeros(1, device=device)
+        return grid_rotary(
+            torch.cat([zero, rows, rows]), torch.cat([zero, cols, cols]), self.head_dim
+        )  # each (1 + 2N, D/H)
 
     def fold_copy_classes(self, raw: Tensor, inputs: Tensor) -> Tensor:
         """(B, 2, S_max + 2) raw size logits -> (B, 2, S_max) log-probs of absolute lengths.

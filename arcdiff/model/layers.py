@@ -1,4 +1,5 @@
-"""Building blocks of the denoiser: attention, MLP, pre-norm block, noise-level embedding."""
+"""Building blocks of the denoiser: attention, 2D rotary positions, MLP, pre-norm block,
+noise-level embedding."""
 
 from __future__ import annotations
 
@@ -9,9 +10,39 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+Rotary = tuple[Tensor, Tensor]  # (cos, sin), each (N, D/H): the angles of every token
+
+
+def grid_rotary(rows: Tensor, cols: Tensor, head_dim: int, *, base: float = 100.0) -> Rotary:
+    """cos and sin of 2D rotary positions (RoFormer, Su et al. 2021, split over two axes).
+
+    rows, cols (N,) float cell coordinates -> (cos, sin), each (N, head_dim). The head
+    dimension is cut into head_dim / 2 rotation pairs (i, i + head_dim / 2); the first half of
+    the pairs turns with the row, the second half with the column, each at frequencies
+    base^(-j / (head_dim / 4)). A token whose angles are all zero (rows = cols = 0 and nothing
+    else: the size token is given zeros) is not rotated. ``base`` 100 suits coordinates 0-29.
+    """
+    if head_dim % 4:
+        raise ValueError(
+            f"2D rotary positions need a head dimension divisible by 4, got {head_dim}"
+        )
+    quarter = head_dim // 4
+    inv_freq = base ** (-torch.arange(quarter, dtype=torch.float32, device=rows.device) / quarter)
+    angles = torch.cat([rows[:, None] * inv_freq, cols[:, None] * inv_freq], dim=-1)  # (N, D/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (N, D): pair i and i + D/2 share an angle
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, rotary: Rotary) -> Tensor:
+    """Rotate (..., N, D) queries or keys by their tokens' angles (rotate-half convention)."""
+    cos, sin = rotary
+    first, second = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat([-second, first], dim=-1) * sin.to(x.dtype)
+
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the whole sequence through scaled_dot_product_attention."""
+    """Multi-head self-attention over the whole sequence through scaled_dot_product_attention,
+    with queries and keys rotated by 2D positions when ``rotary`` is given."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
         super().__init__()
@@ -20,10 +51,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rotary: Rotary | None = None) -> Tensor:
         q, k, v = rearrange(
             self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_heads
         )
+        if rotary is not None:
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)  # (B, H, N, D/H)
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, N, D/H)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
@@ -51,8 +84,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.mlp = MLP(d_model, mlp_ratio, dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, rotary: Rotary | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), rotary)
         return x + self.mlp(self.norm2(x))
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from arcdiff.config import Config, config_to_dict
+from arcdiff.config import Config, config_from_dict, config_to_dict
 from arcdiff.errors import CheckpointError, OutputError
 from arcdiff.runs.checkpoint import FROZEN_SECTIONS, first_difference, newest_checkpoint
 
@@ -71,10 +71,11 @@ def start_state(
 
 def check_resumable(state: dict[str, Any], cfg: Config, task_ids: list[str], where: str) -> None:
     """The checkpoint was trained with this config's data, model and diffusion, on these tasks."""
-    saved = state["config"]
+    # through the loader, so fields added since the checkpoint was written take their defaults
+    saved = config_to_dict(config_from_dict(state["config"], f"{where} (config)"))
     now = config_to_dict(cfg)
     for section in FROZEN_SECTIONS:
-        diff = first_difference(saved.get(section, {}), now[section], f"{section}.")
+        diff = first_difference(saved[section], now[section], f"{section}.")
         if diff:
             raise CheckpointError(f"{where}: config differs from the checkpoint's: {diff}")
     if state.get("task_ids") != task_ids:

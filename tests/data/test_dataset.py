@@ -14,7 +14,7 @@ import torch
 from arcdiff.config import DataConfig
 from arcdiff.data.augment import Augmentation
 from arcdiff.data.dataset import Batch, TrainingStream, stream_from_config
-from arcdiff.data.encode import canvas_size, decode_grids
+from arcdiff.data.encode import PAD, canvas_size, decode_grids
 from arcdiff.data.tasks import Grid, TaskSet, load_tasks
 from arcdiff.errors import DataError
 
@@ -168,7 +168,8 @@ def sentinel(i: int) -> list[list[int]]:
     return ((np.add.outer(3 * np.arange(h), 7 * np.arange(w)) + i) % 10).tolist()
 
 
-def test_sentinel_test_outputs_never_reach_the_stream(tmp_path):
+@pytest.mark.parametrize("self_supervised", [0.0, 0.5])
+def test_sentinel_test_outputs_never_reach_the_stream(tmp_path, self_supervised):
     source = load_tasks("aa1:eval", max_size=SMALL)
     sentinels: set[GridKey] = set()
     for task in source.tasks[:6]:
@@ -183,19 +184,61 @@ def test_sentinel_test_outputs_never_reach_the_stream(tmp_path):
     assert {key(g) for outs in planted.solutions.values() for g in outs} == sentinels
     assert not sentinels & pool_grids(load_tasks("aa1:train"), source)
 
-    cfg = DataConfig(eval_sources=[str(tmp_path)], eval_weight=0.8, seed=2)
+    cfg = DataConfig(
+        eval_sources=[str(tmp_path)], eval_weight=0.8, seed=2, self_supervised=self_supervised
+    )
     stream = stream_from_config(cfg)
     assert stream.num_tasks == 400 + 6
     seen: set[GridKey] = set()
+    alone: set[GridKey] = set()  # grids denoised with an empty input slot
     for _ in range(8):
         for _, inp, out in undo_augmentations(stream.sample(1024)):
             seen |= {key(inp), key(out)}
+            if inp.size == 0:
+                alone.add(key(out))
     assert not seen & sentinels
+    planted_test_inputs = {key(g) for t in planted for g in t.test_inputs}
+    # self-supervised examples do learn the planted tasks' test inputs (the check can fail)
+    assert bool(alone & planted_test_inputs) == (self_supervised > 0)
 
     # the same tasks as a train-split source do give their test outputs: the check can fail
     as_train = TrainingStream(planted, max_size=30, seed=2)
     seen = {key(out) for _, _, out in undo_augmentations(as_train.sample(256))}
     assert seen & sentinels
+
+
+def test_self_supervised_examples_are_input_grids_of_their_task_alone(train, evals):
+    stream = make_stream(train, evals, seed=5, self_supervised=0.3)
+    batch = stream.sample(2048)
+    empty = (batch.input_sizes == 0).all(1)
+    assert 0.26 < empty.float().mean().item() < 0.34
+    assert (batch.inputs[empty] == PAD).all()  # the role flag: an all-PAD input canvas
+    assert torch.equal(batch.from_eval, batch.task >= len(train))
+    tasks = [*train, *evals]
+    inputs_of = [{key(g) for g in (*(p.input for p in t.demos), *t.test_inputs)} for t in tasks]
+    outputs_of = [{key(p.output) for p in t.demos} for t in tasks]
+    examples = undo_augmentations(batch)
+    for b in torch.nonzero(empty).flatten().tolist():
+        task, inp, out = examples[b]
+        assert inp.shape == (0, 0) and key(out) in inputs_of[task]
+    test_inputs_seen = [
+        examples[b][2]
+        for b in torch.nonzero(empty).flatten().tolist()
+        if key(examples[b][2]) not in outputs_of[examples[b][0]]
+        and any(key(examples[b][2]) == key(g) for g in tasks[examples[b][0]].test_inputs)
+    ]
+    assert test_inputs_seen  # test inputs, given at test time, are among them
+
+
+def test_self_supervised_stream_resumes_exactly(train, evals):
+    stream = make_stream(train, evals, seed=6, self_supervised=0.5, bucket_window=4)
+    stream.sample(16)
+    state = stream.state_dict()
+    expected = [stream.sample(16) for _ in range(6)]
+    resumed = make_stream(train, evals, seed=99, self_supervised=0.5, bucket_window=4)
+    resumed.load_state_dict(state)
+    for batch in expected:
+        assert_same_batch(resumed.sample(16), batch)
 
 
 # ---------------------------------------------------------------------------------------------

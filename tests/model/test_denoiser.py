@@ -1,9 +1,13 @@
+import math
+
+import pytest
 import torch
 
 from arcdiff.config import ModelConfig
 from arcdiff.data.encode import PAD
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.model.denoiser import PAD_TOKEN, Denoiser
+from arcdiff.model.layers import apply_rotary, grid_rotary
 
 
 def make(**kw):
@@ -145,3 +149,75 @@ def test_size_copy_off_keeps_plain_absolute_logits():
     assert make().size_head.out_features == 2 * 8
     out = model(*inputs())
     assert out.size_logits.shape == (3, 2, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2D rotary positions
+
+
+def test_rotary_pairs_turn_with_row_and_column_exactly():
+    # head dim 4: pair (0, 2) turns with the row, pair (1, 3) with the column, frequency 1
+    cos, sin = grid_rotary(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]), 4)
+    x = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    out = apply_rotary(x, (cos, sin))
+    c1, s1, c2, s2 = math.cos(1), math.sin(1), math.cos(2), math.sin(2)
+    assert torch.allclose(out, torch.tensor([[c1, 0.0, s1, 0.0], [0.0, c2, 0.0, s2]]))
+    # position (0, 0) is the identity
+    zero = grid_rotary(torch.zeros(1), torch.zeros(1), 8)
+    v = torch.randn(3, 1, 8)
+    assert torch.equal(apply_rotary(v, zero), v)
+
+
+def test_rotary_scores_depend_on_the_offset_only():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 32, generator=g), torch.randn(2, 32, generator=g)
+    rows, cols = torch.tensor([3.0, 7.0]), torch.tensor([1.0, 5.0])
+
+    def score(shift_r: float, shift_c: float) -> torch.Tensor:
+        rot = grid_rotary(rows + shift_r, cols + shift_c, 32)
+        return (apply_rotary(q, rot)[0] * apply_rotary(k, rot)[1]).sum()
+
+    base = score(0, 0)
+    for shift in [(1, 0), (0, 4), (-3, 11), (20, 20)]:
+        assert torch.allclose(score(*shift), base, atol=1e-5)
+    # a different offset gives a different score: the rotation does carry position
+    other = grid_rotary(torch.tensor([3.0, 8.0]), cols, 32)
+    assert not torch.allclose((apply_rotary(q, other)[0] * apply_rotary(k, other)[1]).sum(), base)
+    # and the norm of each vector is kept
+    rot = grid_rotary(rows, cols, 32)
+    assert torch.allclose(apply_rotary(q, rot).norm(dim=-1), q.norm(dim=-1))
+
+
+def test_rope_gives_positions_to_a_model_without_position_embeddings():
+    # with no position information at all the model is blind to where a cell is: permuting
+    # the cells of both canvases permutes the output logits; rope breaks that symmetry
+    perm = torch.randperm(36, generator=torch.Generator().manual_seed(3))
+    x_in, noisy, logsnr, task, dihedral = inputs(b=2)
+    x_in = x_in.clamp(max=9)  # full canvases: no PAD to re-place
+
+    def permuted_logits(model):
+        with torch.no_grad():  # sharp attention, so that where a key sits matters
+            for block in model.blocks:
+                block.attn.qkv.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
+        moved = (x_in.flatten(1)[:, perm].view(2, 6, 6), noisy.flatten(1)[:, perm].view(2, 6, 6))
+        out = model(*moved, logsnr, task, dihedral).logits.flatten(1, 2)
+        ref = model(x_in, noisy, logsnr, task, dihedral).logits.flatten(1, 2)[:, perm]
+        return out, ref
+
+    out, ref = permuted_logits(make(abs_pos=False, rope=False))
+    assert torch.allclose(out, ref, atol=1e-5)
+    out, ref = permuted_logits(make(abs_pos=False, rope=True))
+    assert (out - ref).abs().max() > 0.01
+
+
+def test_rope_switches_build_their_parameters_and_check_the_head_dimension():
+    plain = make()
+    rope_only = make(rope=True, abs_pos=False)
+    missing = set(plain.state_dict()) - set(rope_only.state_dict())
+    assert missing == {"row_embed.weight", "col_embed.weight"}  # rotary angles are no weights
+    assert set(make(rope=True).state_dict()) == set(plain.state_dict())
+    assert make(rope=True)(*inputs(s=4)).logits.shape == (3, 4, 4, 10)  # cropped canvases
+    with pytest.raises(ValueError, match="divisible by 4"):
+        make(d_model=36, n_heads=6, rope=True)  # head dim 6
+    cfg = ModelConfig(rope=True, abs_pos=False)
+    assert Denoiser.from_config(cfg, num_tasks=2, max_size=5).rope

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from arcdiff.config import _coerce, _did_you_mean, _type_name
+from arcdiff.config import _did_you_mean
+from arcdiff.config_values import coerce, type_name
 from arcdiff.diffusion import schedules
 from arcdiff.errors import ConfigError
 from arcdiff.image.embeddings import EMBEDDINGS
@@ -97,9 +98,9 @@ def _field_value(key: str, value: Any, tp: Any, where: str) -> Any:
     """``value`` as the type of field ``key``; tuples are read from JSON lists."""
     if typing.get_origin(tp) is tuple:
         tp = list[typing.get_args(tp)[0]]
-    ok, coerced = _coerce(value, tp)
+    ok, coerced = coerce(value, tp)
     if not ok:
-        raise ConfigError(f"{where}: '{key}' must be {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: '{key}' must be {type_name(tp)}, got {value!r}")
     return tuple(coerced) if isinstance(coerced, list) else coerced
 
 
