@@ -297,3 +297,46 @@ def test_unknown_sampler_or_ranking_is_one_line(runner, pipeline_run):
         result = runner.invoke(app, ["evaluate", "--run", str(pipeline_run[0]), option, value])
         assert result.exit_code == 1
         assert one_error_line(result).startswith(f"error: {option} {value}: must be")
+
+
+ISSUE14_KEYS = {
+    "data": ["self_supervised"],
+    "model": ["rope", "abs_pos"],
+    "train": ["optimizer", "muon_lr", "cpu_bf16"],
+}
+
+
+def test_a_run_from_before_rope_and_muon_evaluates_the_same_and_resumes(
+    runner, pipeline_run, tmp_path
+):
+    """config.json and every checkpoint without the fields added with rotary positions,
+    self-supervised grids, Muon and CPU bf16: the run evaluates to the same submission, bit
+    for bit, and training resumes from it (the new fields take their defaults)."""
+    import shutil
+
+    import torch
+
+    out = tmp_path / "old"
+    shutil.copytree(pipeline_run[0], out)
+    shutil.rmtree(out / "eval")
+    raw = orjson.loads((out / "config.json").read_bytes())
+    for section, keys in ISSUE14_KEYS.items():
+        raw[section] = {k: v for k, v in raw[section].items() if k not in keys}
+    (out / "config.json").write_bytes(orjson.dumps(raw))
+    for path in (out / "checkpoints").glob("*.pt"):
+        state = torch.load(path, weights_only=False)
+        for section, keys in ISSUE14_KEYS.items():
+            for key in keys:
+                del state["config"][section][key]
+        torch.save(state, path)
+
+    result = runner.invoke(app, ["evaluate", "--run", str(out)])
+    assert result.exit_code == 0, result.output
+    submission = "eval/aa1_train/submission.json"
+    assert (out / submission).read_bytes() == (pipeline_run[0] / submission).read_bytes()
+
+    (out / "checkpoints" / "final.pt").unlink()  # resume picks last.pt
+    more = set_args(eval__split="aa1:train", train__max_steps=8)
+    resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--no-progress", *more])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming from" in resumed.output and "8 steps" in resumed.output

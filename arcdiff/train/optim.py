@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Literal
 
 import torch
 from torch import nn
 
 from arcdiff.config import Config
+from arcdiff.train.muon import muon_parameters, muon_with_adamw
 
 
 def make_optimizer(
@@ -18,18 +20,26 @@ def make_optimizer(
     device: torch.device,
     *,
     no_decay: Iterable[nn.Parameter] = (),
-) -> torch.optim.AdamW:
+    kind: Literal["adamw", "muon"] = "adamw",
+    muon_lr: float = 0.02,
+) -> torch.optim.Optimizer:
     """AdamW on the trainable weights; matrices and embeddings decay, biases, norms and gates
-    do not (as nanoGPT), nor the parameters in ``no_decay``. Fused on CUDA."""
+    do not (as nanoGPT), nor the parameters in ``no_decay``. Fused on CUDA.
+
+    ``kind="muon"``: the transformer blocks' matrices go to Muon at ``muon_lr`` instead
+    (train/muon.py) and AdamW keeps the rest in the same two groups at ``lr``."""
     skip = {id(p) for p in no_decay}
-    params = [p for p in model.parameters() if p.requires_grad]
+    to_muon = [p for _, p in muon_parameters(model)] if kind == "muon" else []
+    taken = {id(p) for p in to_muon}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
     decay = [p for p in params if p.dim() >= 2 and id(p) not in skip]
     rest = [p for p in params if p.dim() < 2 or id(p) in skip]
     groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": rest, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    return muon_with_adamw(to_muon, adamw, muon_lr, weight_decay) if to_muon else adamw
 
 
 def warmup_cosine(

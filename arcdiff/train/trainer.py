@@ -36,10 +36,17 @@ from arcdiff.runs.checkpoint import (
     load_state_strict,
     save_checkpoint,
 )
-from arcdiff.runs.device import cuda_rng_state, fast_math, restore_cuda_rng, seeded_generator
+from arcdiff.runs.device import (
+    check_cpu_bf16,
+    cuda_rng_state,
+    fast_math,
+    restore_cuda_rng,
+    seeded_generator,
+)
 from arcdiff.train.distributed import Distributed
 from arcdiff.train.interrupt import StopSignals, TrainingInterrupted
 from arcdiff.train.logging import MetricsLogger
+from arcdiff.train.muon import load_optimizer_state
 from arcdiff.train.optim import lr_factor, make_optimizer
 from arcdiff.train.resume import check_resumable, prepare_run_dir, start_state
 from arcdiff.train.step import StepResult, TrainStep
@@ -113,7 +120,7 @@ class _Session:
         check_resumable(state, self.cfg, self.stream.task_ids, where)
         load_state_strict(self.model, state["model"], where)
         load_state_strict(self.ema, state["ema"], where)
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"], where)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best_val = state["step"], state["best_val"]
         self.skipped, self.val_step = state["skipped_steps"], state.get("val_step", -1)
@@ -154,7 +161,9 @@ def _session(cfg: Config, ddp: Distributed) -> _Session:
     model = build_model(cfg, stream.num_tasks).to(ddp.device)
     ema = copy.deepcopy(model).requires_grad_(False)
     t = cfg.train
-    optimizer = make_optimizer(model, t.lr, t.weight_decay, ddp.device)
+    optimizer = make_optimizer(
+        model, t.lr, t.weight_decay, ddp.device, kind=t.optimizer, muon_lr=t.muon_lr
+    )
     clock = {"start": time.monotonic(), "used": 0.0}
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg, clock["used"])
@@ -186,7 +195,7 @@ def _train_step(s: _Session) -> TrainStep:
         size_loss_weight=cfg.diffusion.size_loss_weight,
         self_cond_prob=t.self_cond_prob,
         grad_accum=t.grad_accum,
-        autocast=lambda: fast_math(device, t.bf16),  # bf16 + TF32 on CUDA only
+        autocast=lambda: fast_math(device, t.bf16, cpu_bf16=t.cpu_bf16),
         no_sync=forward.no_sync if s.ddp.enabled else None,
         mean=s.ddp.mean,
     )
@@ -246,6 +255,7 @@ def train(
             console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     try:
+        check_cpu_bf16(device, t.cpu_bf16)
         begin = start_state(run_dir, resume, say)
         if ddp.is_main:
             prepare_run_dir(run_dir)

@@ -10,6 +10,7 @@ the bug that crashed the size vote on CUDA). On a GPU the same tests also run on
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +20,19 @@ import torch
 from arcdiff.config import load_config
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.errors import ConfigError
 from arcdiff.eval.sample import predict_tasks, sample, size_logprobs
+from arcdiff.runs import device as device_module
 from arcdiff.runs.checkpoint import build_model
-from arcdiff.runs.device import cuda_rng_state, fast_math, restore_cuda_rng, seeded_generator
+from arcdiff.runs.device import (
+    cpu_supports_bf16,
+    cuda_rng_state,
+    fast_math,
+    restore_cuda_rng,
+    seeded_generator,
+)
+from arcdiff.train import trainer as trainer_module
+from arcdiff.train.logging import read_metrics
 from arcdiff.train.trainer import train
 from tests.conftest import SMALL_TASKS, tiny_overrides
 
@@ -178,3 +189,44 @@ def test_fast_math_changes_nothing_on_the_cpu():
     with fast_math(torch.device("cpu")):
         assert not torch.is_autocast_enabled("cpu") and not torch.is_autocast_enabled("cuda")
         assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+def test_cpu_bf16_support_is_read_from_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: {"fpu", "avx2", "amx_bf16"})
+    assert cpu_supports_bf16()
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: {"fpu", "avx512_bf16"})
+    assert cpu_supports_bf16()
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: {"fpu", "avx2", "avx512f"})
+    assert not cpu_supports_bf16()
+
+
+def test_cpu_bf16_on_a_cpu_without_it_is_a_config_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: {"fpu", "avx2"})
+    cfg = load_config(None, tiny_overrides(train__cpu_bf16=True))
+    with pytest.raises(ConfigError, match=r"train.cpu_bf16: this CPU has neither AMX nor AVX512"):
+        train(cfg, tmp_path / "run", device=torch.device("cpu"), progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    with fast_math(torch.device("cpu"), cpu_bf16=False):  # off: fp32 as always
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has neither AMX nor AVX512-BF16")
+def test_cpu_bf16_training_runs_its_forward_in_bf16_and_learns(monkeypatch, tmp_path):
+    seen: list[torch.dtype] = []
+    real_build = trainer_module.build_model
+
+    def build_and_watch(cfg, num_tasks):
+        model = real_build(cfg, num_tasks)
+        model.colour_head.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", build_and_watch)
+    overrides = tiny_overrides(train__cpu_bf16=True, train__max_steps=30, train__eval_every=30)
+    result = train(
+        load_config(None, overrides), tmp_path / "run", device=torch.device("cpu"), progress=False
+    )
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-5:]) < sum(losses[:5]) - 0.5  # it learns under autocast
+    assert seen[:30] == [torch.bfloat16] * 30  # every training forward, in bf16
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # fp32 master weights
