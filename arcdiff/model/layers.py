@@ -10,17 +10,17 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-Rotary = tuple[Tensor, Tensor]  # (cos, sin), each (N, D/H): the angles of every token
+Rotary = Tensor  # (N, D/H/2) complex unit numbers: each token's turn of each rotation pair
 
 
 def grid_rotary(rows: Tensor, cols: Tensor, head_dim: int, *, base: float = 100.0) -> Rotary:
-    """cos and sin of 2D rotary positions (RoFormer, Su et al. 2021, split over two axes).
+    """2D rotary positions (RoFormer, Su et al. 2021, with the pairs split over two axes).
 
-    rows, cols (N,) float cell coordinates -> (cos, sin), each (N, head_dim). The head
-    dimension is cut into head_dim / 2 rotation pairs (i, i + head_dim / 2); the first half of
-    the pairs turns with the row, the second half with the column, each at frequencies
-    base^(-j / (head_dim / 4)). A token whose angles are all zero (rows = cols = 0 and nothing
-    else: the size token is given zeros) is not rotated. ``base`` 100 suits coordinates 0-29.
+    rows, cols (N,) float cell coordinates -> (N, head_dim / 2) complex e^(i angle). The head
+    dimension is cut into head_dim / 2 rotation pairs (2j, 2j + 1); the first half of the
+    pairs turns with the row, the second half with the column, each at frequencies
+    base^(-j / (head_dim / 4)). Angles all zero (the size token is given rows = cols = 0)
+    leave a vector as it is. ``base`` 100 suits coordinates 0-29.
     """
     if head_dim % 4:
         raise ValueError(
@@ -29,15 +29,14 @@ def grid_rotary(rows: Tensor, cols: Tensor, head_dim: int, *, base: float = 100.
     quarter = head_dim // 4
     inv_freq = base ** (-torch.arange(quarter, dtype=torch.float32, device=rows.device) / quarter)
     angles = torch.cat([rows[:, None] * inv_freq, cols[:, None] * inv_freq], dim=-1)  # (N, D/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (N, D): pair i and i + D/2 share an angle
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rotary(x: Tensor, rotary: Rotary) -> Tensor:
-    """Rotate (..., N, D) queries or keys by their tokens' angles (rotate-half convention)."""
-    cos, sin = rotary
-    first, second = x.chunk(2, dim=-1)
-    return x * cos.to(x.dtype) + torch.cat([-second, first], dim=-1) * sin.to(x.dtype)
+def apply_rotary(x: Tensor, rotary: Tensor) -> Tensor:
+    """Rotate the pairs (2j, 2j + 1) of the last axis of ``x`` (..., D) by ``rotary``
+    (broadcast against (..., D/2)) as complex products; computed in float32."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (..., D/2)
+    return torch.view_as_real(pairs * rotary).flatten(-2).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -52,11 +51,16 @@ class Attention(nn.Module):
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
     def forward(self, x: Tensor, rotary: Rotary | None = None) -> Tensor:
-        q, k, v = rearrange(
-            self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_heads
-        )
-        if rotary is not None:
-            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)  # (B, H, N, D/H)
+        qkv = self.qkv(x)  # (B, N, 3D)
+        if rotary is None:
+            q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.n_heads)
+        else:  # queries and keys turned together, in place of their (B, N, 2D) slice's pairs
+            d = qkv.shape[-1] // 3
+            qk = apply_rotary(
+                qkv[..., : 2 * d].unflatten(-1, (2 * self.n_heads, -1)), rotary[:, None]
+            )
+            q, k = rearrange(qk, "b n (two h) d -> two b h n d", two=2)
+            v = rearrange(qkv[..., 2 * d :], "b n (h d) -> b h n d", h=self.n_heads)
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, N, D/H)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))

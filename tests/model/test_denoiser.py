@@ -156,12 +156,12 @@ def test_size_copy_off_keeps_plain_absolute_logits():
 
 
 def test_rotary_pairs_turn_with_row_and_column_exactly():
-    # head dim 4: pair (0, 2) turns with the row, pair (1, 3) with the column, frequency 1
-    cos, sin = grid_rotary(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]), 4)
-    x = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
-    out = apply_rotary(x, (cos, sin))
+    # head dim 4: pair (0, 1) turns with the row, pair (2, 3) with the column, frequency 1
+    rotary = grid_rotary(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]), 4)
+    x = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    out = apply_rotary(x, rotary)
     c1, s1, c2, s2 = math.cos(1), math.sin(1), math.cos(2), math.sin(2)
-    assert torch.allclose(out, torch.tensor([[c1, 0.0, s1, 0.0], [0.0, c2, 0.0, s2]]))
+    assert torch.allclose(out, torch.tensor([[c1, s1, 0.0, 0.0], [0.0, 0.0, c2, s2]]))
     # position (0, 0) is the identity
     zero = grid_rotary(torch.zeros(1), torch.zeros(1), 8)
     v = torch.randn(3, 1, 8)
