@@ -267,8 +267,8 @@ def train(
             save_config(cfg, run_dir / "config.json")
             console.print(
                 f"[bold]{cfg.name}[/]: {s.model.num_params():,} parameters, "
-                f"{s.stream.num_tasks} tasks, {s.stream.num_pairs} training pairs, "
-                f"device {device}, world size {ddp.world}"
+                f"{s.stream.num_tasks} tasks, {s.stream.num_pairs} training pairs "
+                f"+ {s.stream.num_alone} grids alone, device {device}, world size {ddp.world}"
             )
         keep = (s.metrics_rows, s.step) if begin is not None else None
         logger = s.logger = MetricsLogger(run_dir, cfg, enabled=ddp.is_main, keep=keep)
