@@ -113,18 +113,7 @@ def test_muon_training_lowers_the_validation_loss_on_real_tasks(tmp_path):
     assert set(blocks) <= moved  # Muon updated the matrices, AdamW the norms
 
 
-def test_a_muon_run_resumes_bit_for_bit(tmp_path):
-    cfg = tiny(train__max_steps=12, train__eval_every=4, train__optimizer="muon")
-    straight = quiet_train(cfg, tmp_path / "a")
-    first = quiet_train(cfg, tmp_path / "b", until_step=6)
-    assert first.step == 6
-    resumed = quiet_train(cfg, tmp_path / "b", resume=True)
-    assert resumed.step == 12
-    resumed_weights = resumed.model.state_dict()
-    for name, a in straight.model.state_dict().items():
-        assert torch.equal(a, resumed_weights[name]), name
-    for a, b in zip(straight.ema.parameters(), resumed.ema.parameters(), strict=True):
-        assert torch.equal(a, b)
+# a Muon run resuming bit for bit: tests/train/test_trainer.py::test_resume_continues_exactly
 
 
 def test_resuming_with_another_optimizer_names_the_field(tmp_path):

@@ -46,13 +46,18 @@ def test_run_directory_layout_and_metrics(tmp_path):
     assert set(state) >= {"model", "ema", "optimizer", "scheduler", "rng", "config", "code_version"}
 
 
-@pytest.mark.parametrize("bucket_window", [0, 4])
-def test_resume_continues_exactly(tmp_path, bucket_window):
+@pytest.mark.parametrize(
+    ("bucket_window", "optimizer", "self_supervised"),
+    [(0, "adamw", 0.0), (4, "adamw", 0.0), (4, "muon", 0.3)],
+)
+def test_resume_continues_exactly(tmp_path, bucket_window, optimizer, self_supervised):
     cfg = tiny(
         train__max_steps=20,
         train__eval_every=5,
         model__dropout=0.1,
         data__bucket_window=bucket_window,  # 4: step 10 stops inside a window of buckets
+        train__optimizer=optimizer,  # muon: both optimizers' states resume
+        data__self_supervised=self_supervised,
     )
     straight = quiet_train(cfg, tmp_path / "a")
     first = quiet_train(cfg, tmp_path / "b", until_step=10)
