@@ -60,6 +60,7 @@ def decoding(sampler: str, *extra: str, samples: int = 1, ranking: str = "vote")
 ROPE = ["model.rope=true", "model.abs_pos=false"]
 SELFSUP = ["data.self_supervised=0.25"]
 MUON = ['train.optimizer="muon"']
+D256_BF16 = ["model.d_model=256", "model.n_heads=8", "train.cpu_bf16=true"]
 
 # name -> (overrides on top of the base config, what the variant tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -94,6 +95,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
         "width for depth at about equal FLOPs",
     ),
     "lr3e-3": (["train.lr=0.003"], "learning rate 3e-3"),
+    "lr3e-4": (["train.lr=0.0003"], "learning rate 3e-4"),
     "batch32": (["train.batch_size=32"], "batch 32 (twice the optimizer steps)"),
     "ema0.95": (["train.ema_decay=0.95"], "EMA decay 0.95"),
     "no_ema": (["eval.use_ema=false"], "raw weights instead of EMA at evaluation"),
@@ -115,9 +117,14 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "muon_lr0.04": ([*MUON, "train.muon_lr=0.04"], "Muon at lr 0.04"),
     "rope_selfsup_muon": (ROPE + SELFSUP + MUON, "rope, self-supervised grids and Muon"),
     "rope_selfsup_d256_bf16": (
-        ROPE + SELFSUP + ["model.d_model=256", "model.n_heads=8", "train.cpu_bf16=true"],
+        ROPE + SELFSUP + D256_BF16,
         "rope and self-supervised grids, d 256 (8 heads) under CPU bf16 autocast",
     ),
+    "rope_selfsup_muon_d256_bf16": (
+        ROPE + SELFSUP + MUON + D256_BF16,
+        "rope, self-supervised grids and Muon, d 256 (8 heads) under CPU bf16 autocast",
+    ),
+    "rope_muon": (ROPE + MUON, "rope and Muon"),
     # decoding and ranking (issue 15): evaluation only, on base's training
     "plain": (
         decoding("argmax"),
