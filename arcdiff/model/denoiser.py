@@ -192,7 +192,7 @@ class Denoiser(nn.Module):
         zero = torch.zeros(1, device=device)
         return grid_rotary(
             torch.cat([zero, rows, rows]), torch.cat([zero, cols, cols]), self.head_dim
-        )  # each (1 + 2N, D/H)
+        )  # (1 + 2N, D/H/2) complex
 
     def fold_copy_classes(self, raw: Tensor, inputs: Tensor) -> Tensor:
         """(B, 2, S_max + 2) raw size logits -> (B, 2, S_max) log-probs of absolute lengths.
