@@ -60,6 +60,7 @@ def decoding(sampler: str, *extra: str, samples: int = 1, ranking: str = "vote")
 ROPE = ["model.rope=true", "model.abs_pos=false"]
 SELFSUP = ["data.self_supervised=0.25"]
 MUON = ['train.optimizer="muon"']
+ABSORBING = ['diffusion.kernel="absorbing"']
 D256_BF16 = ["model.d_model=256", "model.n_heads=8", "train.cpu_bf16=true"]
 
 # name -> (overrides on top of the base config, what the variant tests)
@@ -67,7 +68,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "base": ([], "the preset as it is"),
     "no_input_colour": (["model.input_colour=false"], "output cells do not embed the input colour"),
     "no_size_copy": (["model.size_copy=false"], "size head without the copy-the-input classes"),
-    "absorbing": (['diffusion.kernel="absorbing"'], "absorbing (mask) kernel instead of uniform"),
+    "absorbing": (ABSORBING, "absorbing (mask) kernel instead of uniform"),
     "no_self_cond": (
         ["model.self_condition=false", "train.self_cond_prob=0.0"],
         "no self-conditioning (one pass)",
@@ -164,6 +165,23 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "anc_k4_poe": (
         decoding("ancestral", samples=4, ranking="poe"),
         "4 ancestral draws per view, product of experts",
+    ),
+    # decoding on an absorbing-kernel training, where argmax sampling is one-shot (issue 15)
+    "absorbing_conf": (
+        [*ABSORBING, *decoding("confidence")],
+        "absorbing kernel, most confident cells first (argmax colours), vote",
+    ),
+    "absorbing_conf_poe": (
+        [*ABSORBING, *decoding("confidence", ranking="poe")],
+        "absorbing kernel, most confident cells first, product of experts",
+    ),
+    "absorbing_conf_t05_k4_poe": (
+        [*ABSORBING, *decoding("confidence", "eval.temperature=0.5", samples=4, ranking="poe")],
+        "absorbing kernel, 4 confidence-ordered draws per view at temperature 0.5, poe",
+    ),
+    "absorbing_plain_poe": (
+        [*ABSORBING, *decoding("argmax", ranking="poe")],
+        "absorbing kernel, one-shot argmax, product of experts",
     ),
     "argmax_k4_poe": (
         decoding("argmax", samples=4, ranking="poe"),
