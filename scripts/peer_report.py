@@ -94,7 +94,7 @@ def table(systems: dict[str, dict[str, Any]], title: str) -> tuple[Table, str]:
 def plot_losses(systems: dict[str, dict[str, Any]], path: Path, window: int = 25) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     labels = {
-        "arcdiff": "arcdiff (cell cross-entropy + 0.1 x size)",
+        "arcdiff": "arcdiff (cell cross-entropy + 0.1 x mean(height, width))",
         "peer": "peer (cell cross-entropy + 0.12 x (height + width))",
     }
     for name, record in systems.items():
