@@ -158,3 +158,11 @@ def test_the_table_puts_the_ratio_beside_both_systems():
     assert rows["optimizer steps"] == "| optimizer steps | 1,200 | 600 | 2.00 |"
     assert rows["pass@2"] == "| pass@2 | 4.0% | 0.0% | inf |"
     assert rows["oracle"] == "| oracle | 5.0% | n/a | n/a |"
+
+
+def test_a_peer_dir_without_the_peer_is_one_error_naming_it(tmp_path):
+    setup = load("peer_setup")
+    (tmp_path / "checkout" / "experimental").mkdir(parents=True)
+    with pytest.raises(DataError, match="checkout: no experimental/diffusion/train_diffusion"):
+        setup.copy_peer(tmp_path / "checkout", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written
