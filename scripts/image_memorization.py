@@ -13,8 +13,8 @@ import torch
 
 from arcdiff.image.unet.diagnostics import image_shape
 from arcdiff.image.unet.metrics import classifier_for_run, embed
+from arcdiff.image.unet.run import load_data, load_run, to_model_range
 from arcdiff.image.unet.sample import Sampler, generate
-from arcdiff.image.unet.train import load_data, load_run, to_model_range
 
 torch.set_num_threads(1)
 run_dir = Path(sys.argv[1])

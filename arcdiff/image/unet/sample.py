@@ -21,6 +21,11 @@ def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _clamped(x: Tensor, clamp: float | None) -> Tensor:
+    """Images end in [-clamp, clamp]; latents (clamp None) keep their range."""
+    return x if clamp is None else x.clamp(-clamp, clamp)
+
+
 def denoiser_for(model: UNet, labels: Tensor | None, guidance_scale: float = 1.0) -> Denoiser:
     """A (x_t, t) -> output function for ``labels`` (None: the unconditional model).
 
@@ -94,8 +99,10 @@ def generate(
     guidance_scale: float = 1.0,
     seed: int = 0,
     batch_size: int = 500,
+    clamp: float | None = 1.0,
 ) -> Tensor:
-    """Samples (N, C, H, W) in [-1, 1] on the CPU from the given starting noise, in batches."""
+    """Samples (N, C, H, W) on the CPU from the given starting noise, in batches; clamped to
+    [-clamp, clamp] (images), or not (None: latents)."""
     gen = torch.Generator().manual_seed(seed)
     device = device_of(model)
     timesteps = sampling_timesteps(diffusion, how)
@@ -109,7 +116,7 @@ def generate(
         )
         for step in steps:
             x = step.prev_sample
-        outs.append(x.clamp(-1, 1).cpu())
+        outs.append(_clamped(x, clamp).cpu())
     return torch.cat(outs)
 
 
@@ -124,6 +131,7 @@ def denoising_trajectory(
     keep: int = 8,
     guidance_scale: float = 1.0,
     seed: int = 0,
+    clamp: float | None = 1.0,
 ) -> tuple[list[int], Tensor, Tensor]:
     """x_t and predicted x_0 at ``keep`` evenly spaced steps of the chain.
 
@@ -142,7 +150,7 @@ def denoising_trajectory(
         if i in chosen:
             kept_t.append(t)
             xs.append(x.cpu())
-            x0s.append(step.pred_x0.clamp(-1, 1).cpu())
+            x0s.append(_clamped(step.pred_x0, clamp).cpu())
         x = step.prev_sample
     return kept_t, torch.stack(xs), torch.stack(x0s)
 
@@ -157,6 +165,7 @@ def reconstruct(
     *,
     num_steps: int = 50,
     seed: int = 0,
+    clamp: float | None = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Noise x0 to step ``t_start``, then run deterministic DDIM back: (x_t, reconstruction)."""
     gen = torch.Generator().manual_seed(seed)
@@ -172,7 +181,7 @@ def reconstruct(
     x = x_t
     for step in chain(diffusion, denoiser_for(model, labels), x_t, timesteps, sampler="ddim"):
         x = step.prev_sample
-    return x_t.cpu(), x.clamp(-1, 1).cpu()
+    return x_t.cpu(), _clamped(x, clamp).cpu()
 
 
 def slerp(z0: Tensor, z1: Tensor, alpha: Tensor) -> Tensor:

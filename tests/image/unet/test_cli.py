@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from arcdiff.image.cli import image_app
 from arcdiff.image.unet.metrics import classifier_for_run, embed, sample_quality
+from arcdiff.image.unet.run import load_data, load_run, to_model_range
 from arcdiff.image.unet.sample import Sampler, generate
-from arcdiff.image.unet.train import load_data, load_run, to_model_range
 from arcdiff.runs.checkpoint import save_checkpoint
 
 from ..cli_errors import one_error_line
