@@ -20,7 +20,7 @@ from torch import Tensor
 from arcdiff.image.unet import plots
 from arcdiff.image.unet.metrics import FeatureClassifier, classifier_for_run, embed
 from arcdiff.image.unet.run import Run, load_data, to_model_range
-from arcdiff.image.unet.sample import Sampler, generate
+from arcdiff.image.unet.sample import Sampler, draw
 
 SEED_STRIDE = 1_000_003  # class c's noise seed: seed + (c + 1) * SEED_STRIDE
 
@@ -71,17 +71,7 @@ def class_alignment(
         raise ValueError("class alignment needs a class- or text-conditioned model")
     noise = alignment_noise(run.shape, per_class, k, seed)
     labels = torch.arange(k).repeat_interleave(per_class)
-    samples = generate(
-        run.ema,
-        run.diffusion,
-        noise,
-        labels,
-        how,
-        guidance_scale=guidance_scale,
-        seed=seed,
-        clamp=run.clamp,
-    )
-    images = run.to_pixels(samples).cpu()
+    images = draw(run, noise, labels, how, guidance_scale=guidance_scale, seed=seed).cpu()
     _, preds = embed(classifier, images)
     hits = (preds == labels).float().view(k, per_class)  # (K, per_class)
     if figure is not None:

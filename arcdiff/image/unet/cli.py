@@ -24,6 +24,14 @@ Sets = Annotated[
 Threads = Annotated[int | None, typer.Option(help="torch CPU threads (default: all).")]
 
 
+def one_row_table(title: str, row: dict[str, str]) -> Table:
+    table = Table(title=title)
+    for column in row:
+        table.add_column(column, justify="right")
+    table.add_row(*row.values())
+    return table
+
+
 def _run_dir(run: Path) -> Path:
     if not (run / "checkpoints").is_dir():
         raise CheckpointError(f"{run}: not a run directory (no checkpoints/ inside)")
@@ -64,18 +72,15 @@ def train(
         if diagnostics:
             write_diagnostics(run, out_dir, progress=progress)
     summary = orjson.loads((out_dir / "train_summary.json").read_bytes())
-    table = Table(title=f"image train: {cfg.name}")
-    for column in ("parameters", "steps", "wall s", "CPU s", "final loss", "device"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{count_parameters(run.model):,}",
-        str(summary["steps"]),
-        f"{summary['wall_s']:.1f}",
-        f"{summary['cpu_s']:.1f}",
-        f"{summary['final_loss']:.4f}",
-        summary["device"],
-    )
-    console.print(table)
+    row = {
+        "parameters": f"{count_parameters(run.model):,}",
+        "steps": str(summary["steps"]),
+        "wall s": f"{summary['wall_s']:.1f}",
+        "CPU s": f"{summary['cpu_s']:.1f}",
+        "final loss": f"{summary['final_loss']:.4f}",
+        "device": summary["device"],
+    }
+    console.print(one_row_table(f"image train: {cfg.name}", row))
     console.print(f"wrote {out_dir}/checkpoints, metrics.jsonl and PNGs in {out_dir}")
 
 
@@ -106,7 +111,7 @@ def sample(
     from arcdiff.image.unet import plots
     from arcdiff.image.unet.diagnostics import image_shape, write_diagnostics
     from arcdiff.image.unet.run import load_run, torch_threads
-    from arcdiff.image.unet.sample import Sampler, generate
+    from arcdiff.image.unet.sample import Sampler, draw
 
     loaded = load_run(_run_dir(run))
     s = loaded.cfg.sample
@@ -126,17 +131,7 @@ def sample(
         noise = torch.randn(
             count, *image_shape(loaded), generator=torch.Generator().manual_seed(seed)
         )
-        images = generate(
-            loaded.ema,
-            loaded.diffusion,
-            noise,
-            labels,
-            how,
-            guidance_scale=scale,
-            seed=seed,
-            clamp=loaded.clamp,
-        )
-        images = loaded.to_pixels(images)  # a latent run decodes
+        images = draw(loaded, noise, labels, how, guidance_scale=scale, seed=seed)
         if diagnostics:
             with progress_bar() as progress:
                 write_diagnostics(loaded, run, progress=progress)
@@ -244,18 +239,15 @@ def vae(
     with torch_threads(cfg.train.threads), progress_bar() as progress:
         train_vae(cfg, out_dir, progress=progress)
     summary = orjson.loads((out_dir / "vae_summary.json").read_bytes())
-    table = Table(title=f"image vae: {cfg.name}")
-    for column in ("parameters", "steps", "latents", "wall s", "MSE train", "MSE test"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{summary['parameters']:,}",
-        str(summary["steps"]),
-        "x".join(map(str, summary["latent_shape"])),
-        f"{summary['wall_s']:.1f}",
-        f"{summary['reconstruction_mse_train']:.4f}",
-        f"{summary['reconstruction_mse_test']:.4f}",
-    )
-    console.print(table)
+    row = {
+        "parameters": f"{summary['parameters']:,}",
+        "steps": str(summary["steps"]),
+        "latents": "x".join(map(str, summary["latent_shape"])),
+        "wall s": f"{summary['wall_s']:.1f}",
+        "MSE train": f"{summary['reconstruction_mse_train']:.4f}",
+        "MSE test": f"{summary['reconstruction_mse_test']:.4f}",
+    }
+    console.print(one_row_table(f"image vae: {cfg.name}", row))
     console.print(f"wrote {out_dir}/checkpoints/final.pt, vae_summary.json, reconstruction.png")
 
 

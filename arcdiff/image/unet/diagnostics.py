@@ -31,7 +31,7 @@ from arcdiff.image.unet.sample import (
     Sampler,
     denoising_trajectory,
     device_of,
-    generate,
+    draw,
     reconstruct,
     slerp,
 )
@@ -59,22 +59,18 @@ def sample_grid(run: Run, path: Path, *, guidance_scale: float) -> None:
     if run.ema.num_classes:
         k = run.ema.num_classes
         labels = torch.arange(k).repeat_interleave(s.per_class)
-        samples = generate(
-            run.ema,
-            run.diffusion,
+        samples = draw(
+            run,
             noise.repeat(k, 1, 1, 1),
             labels,
             sampler_of(run),
             guidance_scale=guidance_scale,
             seed=s.seed,
-            clamp=run.clamp,
         )
-        for c, per_class in enumerate(run.to_pixels(samples).split(s.per_class)):
+        for c, per_class in enumerate(samples.split(s.per_class)):
             rows.append((run.class_names[c], per_class.numpy()))
-    uncond = generate(
-        run.ema, run.diffusion, noise, None, sampler_of(run), seed=s.seed, clamp=run.clamp
-    )
-    rows.append(("uncond.", run.to_pixels(uncond).numpy()))
+    uncond = draw(run, noise, None, sampler_of(run), seed=s.seed)
+    rows.append(("uncond.", uncond.numpy()))
     how = sampler_of(run)
     title = (
         f"{run.cfg.name}: EMA, {how.sampler} {how.num_steps} steps, "
@@ -204,17 +200,10 @@ def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = No
     classes = range(min(4, run.ema.num_classes)) if run.ema.num_classes else [None]
     for c in classes:
         y = None if c is None else torch.full((len(alphas),), c)
-        images = generate(
-            run.ema,
-            run.diffusion,
-            path_noise,
-            y,
-            Sampler("ddim", s.num_steps, 0.0, s.spacing),
-            guidance_scale=s.guidance_scale,
-            clamp=run.clamp,
-        )
+        how = Sampler("ddim", s.num_steps, 0.0, s.spacing)
+        images = draw(run, path_noise, y, how, guidance_scale=s.guidance_scale)
         name = "uncond." if c is None else run.class_names[c]
-        interp_rows.append((name, run.to_pixels(images).numpy()))
+        interp_rows.append((name, images.numpy()))
     plots.image_grid(
         out_dir / "interpolation.png",
         interp_rows,

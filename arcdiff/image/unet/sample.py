@@ -15,6 +15,7 @@ from torch import Tensor
 from arcdiff.diffusion import schedules
 from arcdiff.image.gaussian import Denoiser, GaussianDiffusion, StepOutput, classifier_free_guidance
 from arcdiff.image.unet.model import UNet
+from arcdiff.image.unet.run import Run
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -118,6 +119,30 @@ def generate(
             x = step.prev_sample
         outs.append(_clamped(x, clamp).cpu())
     return torch.cat(outs)
+
+
+def draw(
+    run: Run,
+    noise: Tensor,
+    labels: Tensor | None,
+    how: Sampler,
+    *,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+) -> Tensor:
+    """Images (N, C, H, W) in [-1, 1] from a run's EMA model: ``generate`` in the run's model
+    space, decoded to pixels by a latent run's VAE."""
+    samples = generate(
+        run.ema,
+        run.diffusion,
+        noise,
+        labels,
+        how,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        clamp=run.clamp,
+    )
+    return run.to_pixels(samples)
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from arcdiff.image.unet.alignment import metric_classifier, run_alignment
 from arcdiff.image.unet.diagnostics import image_shape
 from arcdiff.image.unet.metrics import embed, frechet_distance, sample_quality
 from arcdiff.image.unet.run import Run, load_data, to_model_range
-from arcdiff.image.unet.sample import Sampler, generate
+from arcdiff.image.unet.sample import Sampler, draw
 from arcdiff.runs.paths import write_json
 
 Progress = Callable[[str, int, int], None]
@@ -113,17 +113,7 @@ def run_sweep(
     for i, (kind, how, scale) in enumerate(settings):
         label = f"{how.sampler} {how.num_steps}, guidance {scale:g}"
         wall, cpu = time.perf_counter(), time.process_time()
-        samples = generate(
-            run.ema,
-            run.diffusion,
-            noise,
-            labels,
-            how,
-            guidance_scale=scale,
-            seed=cfg.sample.seed,
-            clamp=run.clamp,
-        )
-        samples = run.to_pixels(samples)
+        samples = draw(run, noise, labels, how, guidance_scale=scale, seed=cfg.sample.seed)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         quality = sample_quality(classifier, real_feats, samples, labels, k=cfg.eval.knn_k)
         rows.append(

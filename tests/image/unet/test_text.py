@@ -165,6 +165,8 @@ def test_the_encoder_runs_offline_and_tells_prompts_apart(monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError(f"network access during encoding: {args}")
 
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # restored after the test
+        monkeypatch.setenv(name, "0")
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     prompts = prompts_for("a photo of a {class}", DIGITS)
