@@ -83,6 +83,11 @@ def train_image_model(
     gen = seeded_generator(device, t.seed)  # batches, label dropout, steps and noise
     data = load_data(cfg)
     ckpt_dir = run_dir / "checkpoints"
+    where, state = str(ckpt_dir / "last.pt"), None
+    if resume:  # a mismatch fails before any prompt or image is encoded
+        state = load_checkpoint(ckpt_dir / "last.pt")
+        check_image_checkpoint(state, where)
+        check_resumable(state, cfg, where)
     images, context, latent = model_space_data(cfg, run_dir, data, resume=resume)
     args = model_args(
         cfg, channels=images.shape[1], image_size=images.shape[2], num_classes=data.num_classes
@@ -98,11 +103,7 @@ def train_image_model(
         weight_decay=0.0,
         fused=device.type == "cuda",
     )
-    if resume:
-        state = load_checkpoint(ckpt_dir / "last.pt")
-        where = str(ckpt_dir / "last.pt")
-        check_image_checkpoint(state, where)
-        check_resumable(state, cfg, where)
+    if state is not None:
         load_state_strict(model, state["model"], f"{where} (model)")
         load_state_strict(run.ema, state["ema"], f"{where} (ema)")
         optimizer.load_state_dict(state["optimizer"])

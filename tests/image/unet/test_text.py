@@ -143,6 +143,9 @@ def test_text_run_trains_resumes_and_samples_from_its_table_alone(tmp_path, monk
     assert loaded.context is not None and loaded.context.prompts[3] == "a photo of a 3"
     assert torch.equal(loaded.ema.context_tokens, table.tokens)
     assert loaded.ema.class_embed is None  # labels reach the model through the prompts only
+    with pytest.raises(CheckpointError, match="text.prompt: expected 'a photo of a"):
+        other = tiny("train.steps=6", *TEXT, "text.prompt=a drawing of a {class}")
+        train_image_model(other, tmp_path / "split", resume=True)  # before any encoding
     config = orjson.loads((tmp_path / "split" / "config.json").read_bytes())
     assert (
         config["model"]["text_conditional"] and config["text"]["prompt"] == "a photo of a {class}"
