@@ -44,8 +44,8 @@ def main() -> None:
         print(
             f"\nVAE: {v['parameters']:,} parameters, {v['steps']} steps, latents "
             f"{'x'.join(map(str, v['latent_shape']))}, wall {v['wall_s']:.1f} s, CPU "
-            f"{v['cpu_s']:.1f} s, reconstruction MSE train {v['reconstruction_mse_train']:.4f}, "
-            f"test {v['reconstruction_mse_test']:.4f} ({v['mse_scale']})"
+            f"{v['cpu_s']:.1f} s, reconstruction MSE train {v['reconstruction_mse_train']:.2e}, "
+            f"test {v['reconstruction_mse_test']:.2e} ({v['mse_scale']})"
         )
 
 

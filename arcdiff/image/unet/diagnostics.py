@@ -151,9 +151,7 @@ def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = No
         seed=s.seed,
         clamp=run.clamp,
     )
-    xs, x0s = (
-        run.to_pixels(x.flatten(0, 1)).view(len(x), n_show, -1, *x.shape[3:]) for x in (xs, x0s)
-    )
+    xs, x0s = run.to_pixels(xs), run.to_pixels(x0s)  # (keep, N, C, H, W) images
     collage = []
     for i in range(n_show):
         name = run.class_names[i] if labels is not None else f"#{i}"

@@ -137,8 +137,12 @@ class Run:
         return images if self.latent is None else self.latent.encode(images).to(images.device)
 
     def to_pixels(self, x: Tensor) -> Tensor:
-        """Samples in model space -> images in [-1, 1] (decoded in a latent run)."""
-        return x if self.latent is None else self.latent.decode(x)
+        """Samples in model space (..., C, H, W) -> images in [-1, 1] (..., C', H', W'), decoded
+        in a latent run; leading axes (a chain's steps, a batch) are kept."""
+        if self.latent is None:
+            return x
+        images = self.latent.decode(x.flatten(0, -4))  # (N, C', H', W')
+        return images.view(*x.shape[:-3], *images.shape[1:])
 
 
 def image_checkpoint(

@@ -131,6 +131,9 @@ def test_latent_text_run_samples_and_decodes_from_its_own_checkpoint(tmp_path, v
         images = run.to_pixels(z)
         assert images.shape == (3, 1, 16, 16) and images.abs().max() <= 1
         assert z.abs().max() > 1  # latents are not clamped to the pixel range
+        chain = torch.stack([z, z])  # (steps, N, Z, h, w), as the denoising collage holds
+        decoded = run.to_pixels(chain)
+        assert decoded.shape == (2, 3, 1, 16, 16) and torch.equal(decoded[1], images)
     finally:
         copy.rename(vae_run)
 
