@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)" $(QUIET)
-	$(BIN)/pip install --quiet -e ".[dev]" $(QUIET)
+	$(BIN)/pip install --quiet -e ".[dev,text]" $(QUIET)
 	$(BIN)/python -c "import torch, arcdiff; print('torch', torch.__version__, '| arcdiff', arcdiff.__version__)"
 	touch $(STAMP)
 

@@ -13,8 +13,8 @@ import torch
 
 from arcdiff.image.unet.diagnostics import image_shape
 from arcdiff.image.unet.metrics import classifier_for_run, embed
-from arcdiff.image.unet.sample import Sampler, generate
-from arcdiff.image.unet.train import load_data, load_run, to_model_range
+from arcdiff.image.unet.run import load_data, load_run, to_model_range
+from arcdiff.image.unet.sample import Sampler, draw
 
 torch.set_num_threads(1)
 run_dir = Path(sys.argv[1])
@@ -28,7 +28,7 @@ noise = torch.randn(
 )
 labels = torch.arange(n) % run.ema.num_classes
 how = Sampler("ddim", 50, 0.0, "trailing")
-samples = generate(run.ema, run.diffusion, noise, labels, how, seed=cfg.sample.seed)
+samples = draw(run, noise, labels, how, seed=cfg.sample.seed)  # decoded in a latent run
 classifier = classifier_for_run(
     run_dir / "classifier.pt",
     train_x,

@@ -1,7 +1,9 @@
 """Configuration of an image run (``arcdiff image train --config configs/image_digits.json``).
 
 One frozen dataclass per concern, as arcdiff/config.py: a JSON object with an optional ``name``
-and the sections ``data``, ``model``, ``diffusion``, ``train``, ``sample``, ``eval``. Unknown
+and the sections ``data``, ``model``, ``diffusion``, ``train``, ``sample``, ``eval``, ``text``
+(prompts of a text-conditioned model), ``vae`` (the autoencoder ``arcdiff image vae`` trains)
+and ``latent`` (the VAE run a latent model lives in). Unknown
 keys and mistyped values are ConfigErrors naming the key and the file; ``--set
 section.key=value`` overrides any field.
 """
@@ -44,8 +46,17 @@ class UNetConfig:
     groups: int = 8
     dropout: float = 0.0
     class_conditional: bool = True
+    # classes embedded by a frozen table of prompt embeddings read by cross-attention (text
+    # section), instead of a learned label embedding added to the time embedding
+    text_conditional: bool = False
+    cross_attention_resolutions: list[int] = field(default_factory=lambda: [8])
 
     def __post_init__(self) -> None:
+        _check(
+            not self.text_conditional or self.class_conditional,
+            "model.text_conditional",
+            "needs model.class_conditional (prompts are made from the class names)",
+        )
         _check(self.base_channels >= 1, "model.base_channels", "must be >= 1")
         _check(
             self.base_channels % self.groups == 0,
@@ -129,10 +140,54 @@ class ImageEvalConfig:
     sweep_ddpm: bool = True  # also ancestral sampling with every training step
     guidance_scale: float = 1.0  # of the steps sweep (2x the compute when not 1)
     sweep_guidance: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0])
+    alignment_per_class: int = 30  # class alignment: samples per requested class
+    alignment_guidance: float | None = None  # None: sample.guidance_scale
 
     def __post_init__(self) -> None:
         _check(self.num_samples > self.knn_k + 1, "eval.num_samples", "must be > eval.knn_k + 1")
         _check(self.classifier_steps >= 1, "eval.classifier_steps", "must be >= 1")
+        _check(self.alignment_per_class >= 1, "eval.alignment_per_class", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Prompts of a text-conditioned model: one per class, the empty prompt for CFG's null."""
+
+    prompt: str = "a photo of a {class}"
+    encoder: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
+
+    def __post_init__(self) -> None:
+        _check("{class}" in self.prompt, "text.prompt", "must contain '{class}'")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The KL-regularised autoencoder of ``arcdiff image vae`` (architecture and training)."""
+
+    base_channels: int = 32
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2])  # downsampling 2^(n-1)
+    latent_channels: int = 2
+    groups: int = 8
+    kl_weight: float = 1e-4  # per latent element, against the per-pixel MSE
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+
+    def __post_init__(self) -> None:
+        _check(self.base_channels % self.groups == 0, "vae.base_channels", "must divide by groups")
+        _check(len(self.channel_mults) >= 1, "vae.channel_mults", "must not be empty")
+        _check(self.latent_channels >= 1, "vae.latent_channels", "must be >= 1")
+        _check(self.kl_weight >= 0, "vae.kl_weight", "must be >= 0")
+        _check(self.steps >= 1, "vae.steps", "must be >= 1")
+        _check(self.batch_size >= 1, "vae.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Train and sample in the latent space of a VAE run (None: pixel space)."""
+
+    vae_run: str | None = None  # a run directory written by `arcdiff image vae`
 
 
 @dataclass(frozen=True)
@@ -144,6 +199,9 @@ class ImageConfig:
     train: ImageTrainConfig = field(default_factory=ImageTrainConfig)
     sample: ImageSampleConfig = field(default_factory=ImageSampleConfig)
     eval: ImageEvalConfig = field(default_factory=ImageEvalConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -167,6 +225,9 @@ SECTIONS: dict[str, type] = {
     "train": ImageTrainConfig,
     "sample": ImageSampleConfig,
     "eval": ImageEvalConfig,
+    "text": TextConfig,
+    "vae": VAEConfig,
+    "latent": LatentConfig,
 }
 
 

@@ -7,9 +7,12 @@ All from the EMA model with fixed seeds, so two runs' figures compare cell by ce
 - train_loss.png: the training curve from metrics.jsonl;
 - denoising.png: x_t and predicted x_0 along the sampling chain;
 - reconstruction.png: real images noised to several t and brought back by DDIM;
-- interpolation.png: samples along a spherical interpolation between two noises.
+- interpolation.png: samples along a spherical interpolation between two noises;
+- alignment.png (conditional models): samples of every class, each class from noise of its own
+  seed, with the metric classifier's accuracy per class (alignment.py).
 
-Numbers behind the figures go to diagnostics.json.
+A latent run's samples, chains and reconstructions are decoded to pixels by its VAE before they
+are drawn or scored. Numbers behind the figures go to diagnostics.json.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ import numpy as np
 import torch
 
 from arcdiff.image.unet import plots
+from arcdiff.image.unet.alignment import metric_classifier, run_alignment
+from arcdiff.image.unet.run import Run, load_data, to_model_range
 from arcdiff.image.unet.sample import (
     Sampler,
     denoising_trajectory,
     device_of,
-    generate,
+    draw,
     reconstruct,
     slerp,
 )
-from arcdiff.image.unet.train import Run, load_data, read_metrics, to_model_range
-from arcdiff.runs.paths import write_json
+from arcdiff.runs.paths import read_metrics, write_json
 
 Progress = Callable[[str, int, int], None]
 RECONSTRUCT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -55,9 +59,8 @@ def sample_grid(run: Run, path: Path, *, guidance_scale: float) -> None:
     if run.ema.num_classes:
         k = run.ema.num_classes
         labels = torch.arange(k).repeat_interleave(s.per_class)
-        samples = generate(
-            run.ema,
-            run.diffusion,
+        samples = draw(
+            run,
             noise.repeat(k, 1, 1, 1),
             labels,
             sampler_of(run),
@@ -66,7 +69,7 @@ def sample_grid(run: Run, path: Path, *, guidance_scale: float) -> None:
         )
         for c, per_class in enumerate(samples.split(s.per_class)):
             rows.append((run.class_names[c], per_class.numpy()))
-    uncond = generate(run.ema, run.diffusion, noise, None, sampler_of(run), seed=s.seed)
+    uncond = draw(run, noise, None, sampler_of(run), seed=s.seed)
     rows.append(("uncond.", uncond.numpy()))
     how = sampler_of(run)
     title = (
@@ -77,8 +80,8 @@ def sample_grid(run: Run, path: Path, *, guidance_scale: float) -> None:
 
 
 def image_shape(run: Run) -> tuple[int, int, int]:
-    size = run.ema.image_size
-    return (run.ema.in_channels, size, size)
+    """Shape of one sample in the model's space (a latent run's: the latents')."""
+    return run.shape
 
 
 @torch.no_grad()
@@ -106,7 +109,7 @@ def loss_per_bucket(
 def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = None) -> dict:
     """All the figures above into ``out_dir``; returns what diagnostics.json holds."""
     cfg, s = run.cfg, run.cfg.sample
-    total = 6
+    total = 7 if run.ema.num_classes else 6
     done = 0
 
     def tick() -> None:
@@ -122,7 +125,7 @@ def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = No
     n_held = cfg.eval.num_samples  # held-out images for the loss and the reconstructions
     held_out = to_model_range(test.images[:n_held])
     held_labels = torch.from_numpy(test.labels[:n_held])
-    centres, losses = loss_per_bucket(run, held_out, held_labels, seed=s.seed)
+    centres, losses = loss_per_bucket(run, run.to_model_space(held_out), held_labels, seed=s.seed)
     label = f"held-out {cfg.diffusion.prediction}-MSE (EMA)"
     plots.loss_per_timestep(out_dir / "loss_per_t.png", centres, losses, label)
     tick()
@@ -146,7 +149,9 @@ def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = No
         sampler_of(run),
         guidance_scale=s.guidance_scale,
         seed=s.seed,
+        clamp=run.clamp,
     )
+    xs, x0s = run.to_pixels(xs), run.to_pixels(x0s)  # (keep, N, C, H, W) images
     collage = []
     for i in range(n_show):
         name = run.class_names[i] if labels is not None else f"#{i}"
@@ -169,12 +174,14 @@ def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = No
         x_t, recon = reconstruct(
             run.ema,
             run.diffusion,
-            originals,
+            run.to_model_space(originals),
             held_labels[:8] if run.ema.num_classes else None,
             t_start,
             num_steps=s.num_steps,
             seed=s.seed,
+            clamp=run.clamp,
         )
+        x_t, recon = run.to_pixels(x_t), run.to_pixels(recon)
         recon_mse[str(t_start)] = ((recon - originals) ** 2).mean().item()
         recon_rows += [(f"x_t t={t_start}", x_t.numpy()), (f"recon t={t_start}", recon.numpy())]
     plots.image_grid(
@@ -191,15 +198,10 @@ def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = No
     classes = range(min(4, run.ema.num_classes)) if run.ema.num_classes else [None]
     for c in classes:
         y = None if c is None else torch.full((len(alphas),), c)
-        images = generate(
-            run.ema,
-            run.diffusion,
-            path_noise,
-            y,
-            Sampler("ddim", s.num_steps, 0.0, s.spacing),
-            guidance_scale=s.guidance_scale,
-        )
-        interp_rows.append(("uncond." if c is None else run.class_names[c], images.numpy()))
+        how = Sampler("ddim", s.num_steps, 0.0, s.spacing)
+        images = draw(run, path_noise, y, how, guidance_scale=s.guidance_scale)
+        name = "uncond." if c is None else run.class_names[c]
+        interp_rows.append((name, images.numpy()))
     plots.image_grid(
         out_dir / "interpolation.png",
         interp_rows,
@@ -220,5 +222,11 @@ def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = No
             "interpolation.png",
         ],
     }
+    if run.ema.num_classes:
+        summary["class_alignment"] = run_alignment(
+            run, metric_classifier(run, out_dir), figure=out_dir / "alignment.png"
+        )
+        summary["figures"].append("alignment.png")
+        tick()
     write_json(out_dir / "diagnostics.json", summary)
     return summary

@@ -15,10 +15,16 @@ from torch import Tensor
 from arcdiff.diffusion import schedules
 from arcdiff.image.gaussian import Denoiser, GaussianDiffusion, StepOutput, classifier_free_guidance
 from arcdiff.image.unet.model import UNet
+from arcdiff.image.unet.run import Run
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _clamped(x: Tensor, clamp: float | None) -> Tensor:
+    """Images end in [-clamp, clamp]; latents (clamp None) keep their range."""
+    return x if clamp is None else x.clamp(-clamp, clamp)
 
 
 def denoiser_for(model: UNet, labels: Tensor | None, guidance_scale: float = 1.0) -> Denoiser:
@@ -94,8 +100,10 @@ def generate(
     guidance_scale: float = 1.0,
     seed: int = 0,
     batch_size: int = 500,
+    clamp: float | None = 1.0,
 ) -> Tensor:
-    """Samples (N, C, H, W) in [-1, 1] on the CPU from the given starting noise, in batches."""
+    """Samples (N, C, H, W) on the CPU from the given starting noise, in batches; clamped to
+    [-clamp, clamp] (images), or not (None: latents)."""
     gen = torch.Generator().manual_seed(seed)
     device = device_of(model)
     timesteps = sampling_timesteps(diffusion, how)
@@ -109,8 +117,32 @@ def generate(
         )
         for step in steps:
             x = step.prev_sample
-        outs.append(x.clamp(-1, 1).cpu())
+        outs.append(_clamped(x, clamp).cpu())
     return torch.cat(outs)
+
+
+def draw(
+    run: Run,
+    noise: Tensor,
+    labels: Tensor | None,
+    how: Sampler,
+    *,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+) -> Tensor:
+    """Images (N, C, H, W) in [-1, 1] from a run's EMA model: ``generate`` in the run's model
+    space, decoded to pixels by a latent run's VAE."""
+    samples = generate(
+        run.ema,
+        run.diffusion,
+        noise,
+        labels,
+        how,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        clamp=run.clamp,
+    )
+    return run.to_pixels(samples)
 
 
 @torch.no_grad()
@@ -124,6 +156,7 @@ def denoising_trajectory(
     keep: int = 8,
     guidance_scale: float = 1.0,
     seed: int = 0,
+    clamp: float | None = 1.0,
 ) -> tuple[list[int], Tensor, Tensor]:
     """x_t and predicted x_0 at ``keep`` evenly spaced steps of the chain.
 
@@ -142,7 +175,7 @@ def denoising_trajectory(
         if i in chosen:
             kept_t.append(t)
             xs.append(x.cpu())
-            x0s.append(step.pred_x0.clamp(-1, 1).cpu())
+            x0s.append(_clamped(step.pred_x0, clamp).cpu())
         x = step.prev_sample
     return kept_t, torch.stack(xs), torch.stack(x0s)
 
@@ -157,6 +190,7 @@ def reconstruct(
     *,
     num_steps: int = 50,
     seed: int = 0,
+    clamp: float | None = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Noise x0 to step ``t_start``, then run deterministic DDIM back: (x_t, reconstruction)."""
     gen = torch.Generator().manual_seed(seed)
@@ -172,7 +206,7 @@ def reconstruct(
     x = x_t
     for step in chain(diffusion, denoiser_for(model, labels), x_t, timesteps, sampler="ddim"):
         x = step.prev_sample
-    return x_t.cpu(), x.clamp(-1, 1).cpu()
+    return x_t.cpu(), _clamped(x, clamp).cpu()
 
 
 def slerp(z0: Tensor, z1: Tensor, alpha: Tensor) -> Tensor:

@@ -2,7 +2,9 @@
 
 Every setting starts from the same noise and labels (classes in turn), so differences are the
 sampler's. Quality is measured in the feature space of a classifier arcdiff trains on the run's
-own training images (see metrics.py): Inception weights are not available offline.
+own training images (see metrics.py): Inception weights are not available offline. A latent
+run's samples are decoded to pixels before they are scored. A conditional run also gets its
+class alignment (alignment.py: a noise seed per class) at the run's sampler and guidance.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 import torch
 
 from arcdiff.image.unet import plots
+from arcdiff.image.unet.alignment import metric_classifier, run_alignment
 from arcdiff.image.unet.diagnostics import image_shape
-from arcdiff.image.unet.metrics import classifier_for_run, embed, frechet_distance, sample_quality
-from arcdiff.image.unet.sample import Sampler, generate
-from arcdiff.image.unet.train import Run, load_data, to_model_range
+from arcdiff.image.unet.metrics import embed, frechet_distance, sample_quality
+from arcdiff.image.unet.run import Run, load_data, to_model_range
+from arcdiff.image.unet.sample import Sampler, draw
 from arcdiff.runs.paths import write_json
 
 Progress = Callable[[str, int, int], None]
@@ -80,14 +83,7 @@ def run_sweep(
             progress(description, done, total)
 
     report("metric classifier", 0, 1)
-    classifier = classifier_for_run(
-        out_dir / "classifier.pt",
-        train_x,
-        train_y,
-        train.num_classes,
-        steps=cfg.eval.classifier_steps,
-        seed=cfg.train.seed,
-    )
+    classifier = metric_classifier(run, out_dir)
     report("metric classifier", 1, 1)
     real_feats, _ = embed(classifier, train_x)
     test_feats, test_pred = embed(classifier, test_x)
@@ -117,9 +113,7 @@ def run_sweep(
     for i, (kind, how, scale) in enumerate(settings):
         label = f"{how.sampler} {how.num_steps}, guidance {scale:g}"
         wall, cpu = time.perf_counter(), time.process_time()
-        samples = generate(
-            run.ema, run.diffusion, noise, labels, how, guidance_scale=scale, seed=cfg.sample.seed
-        )
+        samples = draw(run, noise, labels, how, guidance_scale=scale, seed=cfg.sample.seed)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         quality = sample_quality(classifier, real_feats, samples, labels, k=cfg.eval.knn_k)
         rows.append(
@@ -140,12 +134,18 @@ def run_sweep(
             title=label,
         )
         report("sweep", i + 1, len(settings))
+    alignment = None
+    if run.ema.num_classes:
+        report("class alignment", 0, 1)
+        alignment = run_alignment(run, classifier)
+        report("class alignment", 1, 1)
     result = {
         "num_samples": n,
         "threads": torch.get_num_threads(),
         "metric": METRIC_NOTE,
         "reference": reference,
         "rows": rows,
+        "class_alignment": alignment,
     }
     write_json(out_dir / "sweep.json", result)
     plots.sweep_plot(out_dir / "sweep.png", rows, metric_note=METRIC_NOTE)

@@ -4,20 +4,20 @@ The loop reads top to bottom: draw a batch (labels dropped to the null class wit
 ``label_dropout`` for classifier-free guidance), noise it at uniform training steps, regress the
 diffusion target, step, update the EMA, log, checkpoint. Checkpoints go through
 arcdiff/runs/checkpoint.py (atomic, strict, resumable) and hold the U-Net's arguments, so
-``load_run`` rebuilds the model from the file alone.
+``load_run`` (run.py) rebuilds the model from the file alone. A text-conditioned run drops
+labels to the empty prompt instead; a latent run denoises the VAE latents of its images.
 
-Run directory: config.json, metrics.jsonl, checkpoints/{last,final}.pt, train_summary.json.
+Run directory: config.json, metrics.jsonl, checkpoints/{last,final}.pt, train_summary.json, and
+text_context.pt (the prompt table) and latents.pt (the encoded dataset) when the run has them.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -25,67 +25,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arcdiff.errors import CheckpointError
-from arcdiff.image.gaussian import GaussianDiffusion
-from arcdiff.image.unet.config import ImageConfig, image_config_from_dict
-from arcdiff.image.unet.data import ImageSet, load_images
-from arcdiff.image.unet.model import UNet, count_parameters
-from arcdiff.runs.checkpoint import (
-    checkpoint_state,
-    first_difference,
-    load_checkpoint,
-    load_state_strict,
-    save_checkpoint,
+from arcdiff.image.unet.config import ImageConfig
+from arcdiff.image.unet.data import ImageSet
+from arcdiff.image.unet.latent import LatentSpace, latents_for_run
+from arcdiff.image.unet.model import count_parameters
+from arcdiff.image.unet.run import (
+    Run,
+    build_unet,
+    check_image_checkpoint,
+    check_resumable,
+    image_checkpoint,
+    load_data,
+    make_diffusion,
+    model_args,
+    to_model_range,
 )
-from arcdiff.runs.device import cuda_rng_state, restore_cuda_rng, seeded_generator
+from arcdiff.image.unet.text import ContextTable, context_for_run, prompts_for
+from arcdiff.runs.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from arcdiff.runs.device import restore_cuda_rng, seeded_generator
 from arcdiff.runs.paths import read_metrics, select_device, write_json
 from arcdiff.train.optim import ema_decay_at, ema_update, warmup_cosine_lr
 
-CHECKPOINT_KIND = "arcdiff.image.unet"
-# train fields that may change on --resume; everything else must match the checkpoint
-RESUMABLE_TRAIN_FIELDS = ("steps", "save_every", "log_every", "threads", "device")
 Progress = Callable[[str, int, int], None]  # (description, completed, total)
-
-
-def load_data(cfg: ImageConfig, split: str = "train") -> ImageSet:
-    d = cfg.data
-    limit = d.limit if split == "train" else None
-    return load_images(d.dataset, root=d.root, split=split, image_size=d.image_size, limit=limit)
-
-
-def to_model_range(images: np.ndarray) -> Tensor:
-    """[0, 1] numpy images -> [-1, 1] tensor."""
-    return torch.from_numpy(images) * 2 - 1
-
-
-def model_args(cfg: ImageConfig, data: ImageSet) -> dict[str, Any]:
-    """The U-Net's constructor arguments: the model section plus what the data decides."""
-    m = cfg.model
-    return {
-        "in_channels": data.channels,
-        "image_size": data.image_size,
-        "base_channels": m.base_channels,
-        "channel_mults": list(m.channel_mults),
-        "num_res_blocks": m.num_res_blocks,
-        "attention_resolutions": list(m.attention_resolutions),
-        "num_heads": m.num_heads,
-        "groups": m.groups,
-        "dropout": m.dropout,
-        "num_classes": data.num_classes if m.class_conditional else 0,
-    }
-
-
-def make_diffusion(cfg: ImageConfig) -> GaussianDiffusion:
-    d = cfg.diffusion
-    return GaussianDiffusion(
-        num_timesteps=d.num_timesteps,
-        schedule=d.schedule,
-        beta_start=d.beta_start,
-        beta_end=d.beta_end,
-        prediction=d.prediction,
-        zero_terminal_snr=d.zero_terminal_snr,
-        clip_x0=d.clip_x0,
-    )
 
 
 def lr_at(cfg: ImageConfig, step: int) -> float:
@@ -94,95 +55,22 @@ def lr_at(cfg: ImageConfig, step: int) -> float:
     return warmup_cosine_lr(t.lr, step, t.warmup_steps, t.steps)
 
 
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """torch intra-op threads set to ``n`` inside the block (None: unchanged)."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def model_space_data(
+    cfg: ImageConfig, run_dir: Path, data: ImageSet, *, resume: bool
+) -> tuple[Tensor, ContextTable | None, LatentSpace | None]:
+    """(training images in model space, prompt table, latent space) of a run.
 
-
-@dataclass
-class Run:
-    """A trained (or loaded) image model with everything needed to sample from it."""
-
-    cfg: ImageConfig
-    model: UNet
-    ema: UNet
-    diffusion: GaussianDiffusion
-    class_names: list[str]
-    step: int
-
-
-def image_checkpoint(
-    run: Run, optimizer: torch.optim.Optimizer, gen: torch.Generator, args: dict[str, Any]
-) -> dict[str, Any]:
-    """runs/checkpoint.py's layout plus the image track's kind, optimizer, RNGs and classes."""
-    return checkpoint_state(
-        model=run.model,
-        ema=run.ema,
-        config=run.cfg.to_dict(),
-        step=run.step,
-        model_args=args,
-        kind=CHECKPOINT_KIND,
-        optimizer=optimizer.state_dict(),
-        rng={
-            "batches": gen.get_state(),
-            "torch": torch.get_rng_state(),
-            **cuda_rng_state(next(run.model.parameters()).device),  # dropout on CUDA
-        },
-        class_names=run.class_names,
-    )
-
-
-def check_image_checkpoint(state: dict[str, Any], where: str) -> None:
-    if state.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(
-            f"{where}: not an image U-Net checkpoint (kind {state.get('kind')!r}); "
-            "arcdiff image commands read runs written by `arcdiff image train`"
-        )
-
-
-def check_resumable(state: dict[str, Any], cfg: ImageConfig, where: str) -> None:
-    saved, now = state["config"], cfg.to_dict()
-    for section in ("data", "model", "diffusion", "train"):
-        a, b = dict(saved.get(section, {})), dict(now[section])
-        if section == "train":
-            for key in RESUMABLE_TRAIN_FIELDS:
-                a.pop(key, None)
-                b.pop(key, None)
-        diff = first_difference(a, b, f"{section}.")
-        if diff:
-            raise CheckpointError(f"{where}: config differs from the checkpoint's: {diff}")
-
-
-def load_run(run_dir: Path, *, checkpoint: str = "final", device: str | None = None) -> Run:
-    """Rebuild model, EMA and diffusion from ``run_dir/checkpoints/<checkpoint>.pt``.
-
-    They go to ``device``, else the run's train.device, else CUDA when there is one.
+    The prompts are encoded once (text_context.pt in the run), the latents too (latents.pt):
+    a resumed run reads both back instead of needing the encoder or encoding again.
     """
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if checkpoint == "final" and not path.is_file():
-        path = run_dir / "checkpoints" / "last.pt"
-    state = load_checkpoint(path)
-    check_image_checkpoint(state, str(path))
-    cfg = image_config_from_dict(state["config"], str(path))
-    model, ema = UNet(**state["model_args"]), UNet(**state["model_args"])
-    load_state_strict(model, state["model"], f"{path} (model)")
-    load_state_strict(ema, state["ema"], f"{path} (ema)")
-    target = select_device(device or cfg.train.device)
-    return Run(
-        cfg,
-        model.to(target).eval(),
-        ema.to(target).eval(),
-        make_diffusion(cfg).to(target),
-        state["class_names"],
-        state["step"],
-    )
+    images, latent = to_model_range(data.images), None
+    if cfg.latent.vae_run is not None:
+        latent, images = latents_for_run(cfg.latent.vae_run, run_dir, images, resume=resume)
+    context = None
+    if cfg.model.text_conditional:
+        prompts = prompts_for(cfg.text.prompt, data.class_names)
+        context = context_for_run(run_dir, prompts, cfg.text.encoder)
+    return images, context, latent
 
 
 def train_image_model(
@@ -194,10 +82,19 @@ def train_image_model(
     device = select_device(t.device)
     gen = seeded_generator(device, t.seed)  # batches, label dropout, steps and noise
     data = load_data(cfg)
-    args = model_args(cfg, data)
-    model = UNet(**args).to(device)
+    ckpt_dir = run_dir / "checkpoints"
+    where, state = str(ckpt_dir / "last.pt"), None
+    if resume:  # a mismatch fails before any prompt or image is encoded
+        state = load_checkpoint(ckpt_dir / "last.pt")
+        check_image_checkpoint(state, where)
+        check_resumable(state, cfg, where)
+    images, context, latent = model_space_data(cfg, run_dir, data, resume=resume)
+    args = model_args(
+        cfg, channels=images.shape[1], image_size=images.shape[2], num_classes=data.num_classes
+    )
+    model = build_unet(args, context).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    run = Run(cfg, model, ema, make_diffusion(cfg).to(device), data.class_names, step=0)
+    run = Run(cfg, model, ema, make_diffusion(cfg).to(device), data.class_names, 0, context, latent)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -206,12 +103,7 @@ def train_image_model(
         weight_decay=0.0,
         fused=device.type == "cuda",
     )
-    ckpt_dir = run_dir / "checkpoints"
-    if resume:
-        state = load_checkpoint(ckpt_dir / "last.pt")
-        where = str(ckpt_dir / "last.pt")
-        check_image_checkpoint(state, where)
-        check_resumable(state, cfg, where)
+    if state is not None:
         load_state_strict(model, state["model"], f"{where} (model)")
         load_state_strict(run.ema, state["ema"], f"{where} (ema)")
         optimizer.load_state_dict(state["optimizer"])
@@ -225,7 +117,7 @@ def train_image_model(
     if not resume and metrics_path.exists():
         metrics_path.unlink()
 
-    images = to_model_range(data.images).to(device)  # (N, C, H, W)
+    images = images.to(device)  # (N, C, H, W): pixels in [-1, 1], or scaled latents
     labels = torch.from_numpy(data.labels).to(device)
     null_class = data.num_classes
     params = list(model.parameters())

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from arcdiff.image.cli import image_app
 from arcdiff.image.unet.metrics import classifier_for_run, embed, sample_quality
+from arcdiff.image.unet.run import load_data, load_run, to_model_range
 from arcdiff.image.unet.sample import Sampler, generate
-from arcdiff.image.unet.train import load_data, load_run, to_model_range
 from arcdiff.runs.checkpoint import save_checkpoint
 
 from ..cli_errors import one_error_line
@@ -98,11 +98,12 @@ def test_train_writes_every_diagnostic_picture(tmp_path):
     result = CliRunner().invoke(image_app, ["train", "--out", str(run), *SETS])
     assert result.exit_code == 0, result.output
     for name in ("samples", "loss_per_t", "train_loss", "denoising", "reconstruction",
-                 "interpolation"):  # fmt: skip
+                 "interpolation", "alignment"):  # fmt: skip
         assert (run / f"{name}.png").stat().st_size > 1000, name
     diagnostics = orjson.loads((run / "diagnostics.json").read_bytes())
     assert len(diagnostics["loss_per_t"]["loss"]) == 10
     assert set(diagnostics["reconstruction_mse"]) == {"4", "14", "24", "34", "44"}
+    assert len(diagnostics["class_alignment"]["per_class"]) == 10
 
 
 def test_missing_dataset_is_one_line_and_writes_nothing(tmp_path):

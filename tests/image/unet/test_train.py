@@ -11,7 +11,8 @@ import torch
 from arcdiff.errors import CheckpointError, ConfigError
 from arcdiff.image.unet.config import ImageConfig, apply_image_overrides, load_image_config
 from arcdiff.image.unet.metrics import frechet_distance, precision_recall
-from arcdiff.image.unet.train import load_run, lr_at, train_image_model
+from arcdiff.image.unet.run import load_run
+from arcdiff.image.unet.train import lr_at, train_image_model
 from arcdiff.runs.checkpoint import load_checkpoint, save_checkpoint
 
 pytest.importorskip("sklearn")  # the digits dataset ships with scikit-learn
