@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     (out / "peer_submission.json").write_bytes(orjson.dumps(submissions["peer"]))
     systems = {
-        "arcdiff": arcdiff_row(run, {}, state["eval_wall"]["arcdiff evaluation"])
+        "arcdiff": arcdiff_row(run, state["eval_wall"]["arcdiff evaluation"])
         | {"parameters": arcdiff_params},
         "peer": peer_row(root, state["eval_wall"]["peer evaluation"]) | {"parameters": peer_params},
     }

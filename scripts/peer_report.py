@@ -24,7 +24,7 @@ def read_loss_log(path: Path) -> list[dict[str, float]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
-def arcdiff_row(run: Path, scores: dict[str, Any], eval_s: float) -> dict[str, Any]:
+def arcdiff_row(run: Path, eval_s: float) -> dict[str, Any]:
     metrics = [m for m in read_metrics(run) if "loss" in m]
     speeds = sorted(m["examples_per_s"] for m in metrics if "examples_per_s" in m)
     return {
