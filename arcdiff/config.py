@@ -119,6 +119,9 @@ class TrainConfig:
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     max_steps: int = 1000
     max_minutes: float | None = None
+    # where the LR cosine ends; None: max_steps, or under max_minutes the steps the budget buys
+    # at the rate measured over the warmup (train/horizon.py), written back here once fixed
+    horizon_steps: int | None = None
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     self_cond_prob: float = 0.5
@@ -131,7 +134,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast + TF32 on CUDA
     cpu_bf16: bool = False  # bf16 autocast on a CPU with AMX or AVX512-BF16 (else an error)
     compile: bool = False
-    threads: int | None = None  # torch CPU threads (None: torch's default, all cores)
+    threads: int | None = None  # torch CPU threads (None: every core the process may use)
     seed: int = 0
     wandb: bool = False
     wandb_project: str = "arcdiff"
@@ -145,7 +148,9 @@ class TrainConfig:
         for key in ("max_minutes", "checkpoint_minutes"):
             value = getattr(self, key)
             _check(value is None or value >= 0, f"train.{key}", "must be >= 0")
-        _check(self.save_every is None or self.save_every >= 1, "train.save_every", "must be >= 1")
+        for key in ("save_every", "horizon_steps", "threads"):
+            value = getattr(self, key)
+            _check(value is None or value >= 1, f"train.{key}", "must be >= 1")
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
         _check(0.0 <= self.self_cond_prob <= 1.0, "train.self_cond_prob", "must be in [0, 1]")
 

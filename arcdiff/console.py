@@ -20,12 +20,20 @@ err_console = Console(stderr=True, emoji=False, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def progress_bar(label: str, console: Console | None, enabled: bool, info: bool = True) -> Progress:
-    """A rich bar; with ``info``, each job shows its ``info`` field (loss, task)."""
-    columns = [TextColumn(f"[bold]{escape(label)}"), BarColumn(), MofNCompleteColumn()]
+def progress_bar(
+    label: str, console: Console | None, enabled: bool, info: bool = True, count: bool = True
+) -> Progress:
+    """A rich bar; with ``info``, each job shows its ``info`` field (loss, task). With
+    ``count`` it shows done / total and the time remaining; without, the bar alone (the info
+    says how far: a clock-budgeted training's minutes)."""
+    columns = [TextColumn(f"[bold]{escape(label)}"), BarColumn()]
+    if count:
+        columns.append(MofNCompleteColumn())
     if info:
         columns.append(TextColumn("{task.fields[info]}"))
-    return Progress(*columns, TimeRemainingColumn(), console=console, disable=not enabled)
+    if count:
+        columns.append(TimeRemainingColumn())
+    return Progress(*columns, console=console, disable=not enabled)
 
 
 def error_line(message: str) -> None:

@@ -96,7 +96,9 @@ def build_trainee(cfg: Config, device: torch.device, compile_model: bool) -> Tra
         forward=torch.compile(model) if compile_model else model,
         diffusion=DiscreteDiffusion.from_config(cfg.diffusion),
         optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg)),
+        scheduler=torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.lr_schedule)
+        ),
         ema=copy.deepcopy(model).requires_grad_(False),
         ema_decay=cfg.train.ema_decay,
         grad_clip=cfg.train.grad_clip,

@@ -20,24 +20,32 @@ def runner() -> CliRunner:
 SMALL_TASKS = ["0d3d703e", "25ff71a9", "3c9b0459", "6150a2bd", "a85d4709", "d037b0a7"]
 
 
-def tiny_overrides(**extra: object) -> list[str]:
-    """--set overrides for a seconds-long CPU run on real ARC tasks."""
+# A seconds-long CPU run on real ARC tasks: a model this small on SMALL_TASKS.
+TINY: dict[str, object] = {
+    "data.train_sources": ["aa1:train"],
+    "data.eval_sources": [],
+    "data.ids": SMALL_TASKS,
+    "data.max_size": 5,
+    "data.val_pairs": 2,
+    "model.d_model": 32,
+    "model.n_heads": 2,
+    "model.n_layers": 1,
+    "train.batch_size": 8,
+    "train.max_steps": 6,
+    "train.warmup_steps": 2,
+    "train.eval_every": 3,
+    "train.lr": 1e-3,
+}
+
+
+def as_overrides(values: dict[str, object], **extra: object) -> list[str]:
+    """``--set`` strings for ``values`` and ``extra`` (``section__key=value``)."""
     import orjson
 
-    values: dict[str, object] = {
-        "data.train_sources": ["aa1:train"],
-        "data.eval_sources": [],
-        "data.ids": SMALL_TASKS,
-        "data.max_size": 5,
-        "data.val_pairs": 2,
-        "model.d_model": 32,
-        "model.n_heads": 2,
-        "model.n_layers": 1,
-        "train.batch_size": 8,
-        "train.max_steps": 6,
-        "train.warmup_steps": 2,
-        "train.eval_every": 3,
-        "train.lr": 1e-3,
-    }
-    values.update({k.replace("__", "."): v for k, v in extra.items()})
+    values = {**values, **{k.replace("__", "."): v for k, v in extra.items()}}
     return [f"{k}={orjson.dumps(v).decode()}" for k, v in values.items()]
+
+
+def tiny_overrides(**extra: object) -> list[str]:
+    """--set overrides for a seconds-long CPU run on real ARC tasks."""
+    return as_overrides(TINY, **extra)

@@ -4,7 +4,7 @@ demonstration pairs, a fresh augmentation per example; per-task mode runs it onc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +59,10 @@ def train_steps(
     optimizer = make_optimizer(
         model, lora.lr, cfg.train.weight_decay, loop.device, no_decay=new_rows
     )
-    schedule = replace(
-        cfg,
-        train=replace(
-            cfg.train, max_steps=lora.steps, warmup_steps=max(1, lora.steps // 10), max_minutes=None
-        ),
+    warmup, kind = max(1, lora.steps // 10), cfg.train.lr_schedule
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, lora.steps, kind)
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, schedule))
     stream = TrainingStream(
         TaskSet("", (), {}),
         tasks,  # Task objects: demonstration pairs and test inputs, no test outputs

@@ -34,6 +34,7 @@ from arcdiff.adapt.store import (
 from arcdiff.config import Config
 from arcdiff.data.tasks import TaskSet, load_tasks
 from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
+from arcdiff.runs.cpu import setup_cpu
 from arcdiff.runs.paths import select_device
 
 
@@ -64,14 +65,13 @@ def run_lora(
     scored. The rows join those of earlier runs on the same source in ``out/comparison.json``
     (a name's new row replaces its old one); returns every row.
     """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     if BASELINE in names:
         raise ConfigError(f"--name: '{BASELINE}' is where the baseline's scores go; pick another")
     modes = [with_mode(cfg, m).lora.mode for m in modes]  # an unknown mode is a ConfigError
     if merge and "per-task" in modes:
         raise ConfigError(MERGE_PER_TASK)
     device = device or select_device()
+    setup_cpu(cfg.train.threads, device)
     console = console or Console()
     out = out or base.run_dir / "lora"
     tasks = load_tasks(source, max_size=cfg.data.max_size, ids=ids, limit=limit)

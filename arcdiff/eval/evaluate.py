@@ -26,6 +26,7 @@ from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import Predictions, predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.checkpoint import FROZEN_SECTIONS, first_difference, load_run_model
+from arcdiff.runs.cpu import setup_cpu
 from arcdiff.runs.paths import CHECKPOINTS, select_device, write_json
 
 # settings that change what an evaluation predicts, with the short name of its folder's tag
@@ -236,6 +237,7 @@ def evaluate_run(
     out = out_root / "eval" / (out_name or eval_dirname(settings.split, settings.checkpoint, tag))
     described = {**vars(settings), "num_augs": settings.num_augs if settings.maj else 1}
     _check_existing(out, described, force)
+    setup_cpu(None, device)
     diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
     task_index = {task_id: i for i, task_id in enumerate(model.task_ids)}
     if not console.is_terminal and progress:  # no bar in a log file: a line per phase

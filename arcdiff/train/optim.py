@@ -9,8 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from arcdiff.config import Config
-from arcdiff.train.muon import muon_parameters, muon_with_adamw
+from arcdiff.train.muon import muon_ns_dtype, muon_parameters, muon_with_adamw
 
 
 def make_optimizer(
@@ -39,20 +38,17 @@ def make_optimizer(
         {"params": rest, "weight_decay": 0.0},
     ]
     adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
-    return muon_with_adamw(to_muon, adamw, muon_lr, weight_decay) if to_muon else adamw
+    if not to_muon:
+        return adamw
+    return muon_with_adamw(to_muon, adamw, muon_lr, weight_decay, ns_dtype=muon_ns_dtype(device))
 
 
-def warmup_cosine(
-    step: int, warmup: int, total: int, *, floor: float = 0.0, progress: float = 0.0
-) -> float:
-    """Linear warmup to 1 over ``warmup`` steps, then a cosine from 1 to ``floor`` at ``total``.
-
-    ``progress`` (0-1) moves the cosine on when another budget, such as the clock, runs out
-    before the steps do."""
+def warmup_cosine(step: int, warmup: int, total: int, *, floor: float = 0.0) -> float:
+    """Linear warmup to 1 over ``warmup`` steps, then a cosine from 1 to ``floor`` at ``total``
+    (and ``floor`` after it)."""
     if step < warmup:
         return (step + 1) / warmup
-    by_steps = (step - warmup) / max(1, total - warmup)
-    done = min(1.0, max(by_steps, progress))
+    done = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
 
 
@@ -65,17 +61,20 @@ def warmup_cosine_lr(lr: float, step: int, warmup: int, total: int) -> float:
     return lr * warmup_cosine(step, warmup, total)
 
 
-def lr_factor(step: int, cfg: Config, budget_used: float = 0.0) -> float:
-    """The trainer's schedule: warmup, then cosine to 0.1 (or constant).
+LR_FLOOR = 0.1  # the trainer's cosine ends at a tenth of the peak learning rate
 
-    The cosine follows whichever runs out first: the steps (``step / max_steps``) or the time
-    budget (``budget_used``, the fraction of ``max_minutes`` spent), so a run stopped by the
-    clock still anneals its learning rate.
-    """
-    t = cfg.train
-    if t.lr_schedule == "constant" and step >= t.warmup_steps:
+
+def lr_factor(
+    step: int, warmup: int, horizon: int, schedule: Literal["cosine", "constant"] = "cosine"
+) -> float:
+    """The trainer's schedule, a function of the step alone: linear warmup over ``warmup``
+    steps, then a cosine to ``LR_FLOOR`` at ``horizon`` (and the floor after it), or constant.
+
+    A clock-budgeted run fixes ``horizon`` once, from its measured step rate at the end of the
+    warmup (train/horizon.py), so two runs with one seed and horizon take the same steps."""
+    if schedule == "constant" and step >= warmup:
         return 1.0
-    return warmup_cosine(step, t.warmup_steps, t.max_steps, floor=0.1, progress=budget_used)
+    return warmup_cosine(step, warmup, horizon, floor=LR_FLOOR)
 
 
 def ema_decay_at(step: int, decay: float) -> float:

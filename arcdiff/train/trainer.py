@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from arcdiff.runs.checkpoint import (
     load_state_strict,
     save_checkpoint,
 )
+from arcdiff.runs.cpu import CpuWatch, setup_cpu
 from arcdiff.runs.device import (
     check_cpu_bf16,
     cuda_rng_state,
@@ -44,10 +45,11 @@ from arcdiff.runs.device import (
     seeded_generator,
 )
 from arcdiff.train.distributed import Distributed
+from arcdiff.train.horizon import Horizon
 from arcdiff.train.interrupt import StopSignals, TrainingInterrupted
 from arcdiff.train.logging import MetricsLogger
 from arcdiff.train.muon import load_optimizer_state
-from arcdiff.train.optim import lr_factor, make_optimizer
+from arcdiff.train.optim import make_optimizer
 from arcdiff.train.resume import check_resumable, prepare_run_dir, start_state
 from arcdiff.train.step import StepResult, TrainStep
 from arcdiff.train.validate import closing_estimate, validate
@@ -79,7 +81,8 @@ class _Session:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     noise_gen: torch.Generator  # corruption noise on the model's device, one stream per rank
     coin_gen: torch.Generator  # self-conditioning coin, the same on every rank
-    clock: dict[str, float]  # start (shifted back by a resumed run's time), used (0-1)
+    clock: dict[str, float]  # start (shifted back by a resumed run's time)
+    horizon: Horizon  # where the learning-rate cosine ends
     step: int = 0
     best_val: float = math.inf
     skipped: int = 0
@@ -102,6 +105,7 @@ class _Session:
             skipped_steps=self.skipped,
             val_step=self.val_step,
             metrics_rows=self.logger.rows if self.logger else 0,  # a resume keeps these rows
+            horizon_steps=self.horizon.steps,
             elapsed_s=time.monotonic() - self.clock["start"],
             rng={
                 "stream": stream.state_dict(),
@@ -126,6 +130,8 @@ class _Session:
         self.skipped, self.val_step = state["skipped_steps"], state.get("val_step", -1)
         self.metrics_rows = state.get("metrics_rows")
         self.clock["start"] -= state.get("elapsed_s", 0.0)  # the budget counts the whole run
+        if state.get("horizon_steps") is not None and self.cfg.train.horizon_steps is None:
+            self.fix_horizon(state["horizon_steps"])
         rng = state["rng"]
         self.stream.load_state_dict(rng["stream"])
         saved = rng["noise"]  # one state per rank of the run that saved it
@@ -147,6 +153,11 @@ class _Session:
         random.setstate(rng["python"])
         restore_cuda_rng(rng, self.ddp.device)
 
+    def fix_horizon(self, steps: int) -> None:
+        """Freeze the schedule's horizon; later checkpoints carry it in their config too."""
+        self.horizon.steps = steps
+        self.cfg = replace(self.cfg, train=replace(self.cfg.train, horizon_steps=steps))
+
 
 def noise_seed(seed: int, rank: int, step: int = 0) -> int:
     """The seed of a rank's corruption noise: ``seed * 1000 + rank`` from step 0 (as always),
@@ -164,13 +175,14 @@ def _session(cfg: Config, ddp: Distributed) -> _Session:
     optimizer = make_optimizer(
         model, t.lr, t.weight_decay, ddp.device, kind=t.optimizer, muon_lr=t.muon_lr
     )
-    clock = {"start": time.monotonic(), "used": 0.0}
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg, clock["used"])
-    )
+    clock = {"start": time.monotonic()}
+    horizon = Horizon(t)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, horizon.factor)
     noise_gen = seeded_generator(ddp.device, noise_seed(t.seed, ddp.rank))
     coin_gen = seeded_generator("cpu", t.seed + 77)  # read on the host each step
-    return _Session(cfg, ddp, stream, model, ema, optimizer, scheduler, noise_gen, coin_gen, clock)
+    return _Session(
+        cfg, ddp, stream, model, ema, optimizer, scheduler, noise_gen, coin_gen, clock, horizon
+    )
 
 
 def _train_step(s: _Session) -> TrainStep:
@@ -241,10 +253,9 @@ def train(
     logged (a quick score).
     """
     t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
     ddp = Distributed(device)
     device = ddp.device
+    cpu = setup_cpu(t.threads, device)
     console = console or Console()
     ckpt_dir = run_dir / "checkpoints"
     # one line per phase when the progress bar cannot be drawn (a log file, a pipe)
@@ -264,11 +275,12 @@ def train(
             s.restore(*begin, say)
         take_step = _train_step(s)
         if ddp.is_main:
-            save_config(cfg, run_dir / "config.json")
+            save_config(s.cfg, run_dir / "config.json")
             console.print(
                 f"[bold]{cfg.name}[/]: {s.model.num_params():,} parameters, "
                 f"{s.stream.num_tasks} tasks, {s.stream.num_pairs} training pairs "
-                f"+ {s.stream.num_alone} grids alone, device {device}, world size {ddp.world}"
+                f"+ {s.stream.num_alone} grids alone, device {device} ({cpu.describe()}), "
+                f"world size {ddp.world}"
             )
         keep = (s.metrics_rows, s.step) if begin is not None else None
         logger = s.logger = MetricsLogger(run_dir, cfg, enabled=ddp.is_main, keep=keep)
@@ -300,16 +312,30 @@ def train(
         every_s = (t.checkpoint_minutes or 0) * 60
         saved_at = time.monotonic() - start  # run time of the last by-the-clock save
 
-        bar = progress_bar("train", console, progress and ddp.is_main)
+        watch = CpuWatch(cpu.threads) if device.type == "cpu" else None
+        # under a clock budget the bar counts its minutes, else its steps
+        bar = progress_bar("train", console, progress and ddp.is_main, count=deadline == math.inf)
         with bar, StopSignals() as signals:
-            job = bar.add_task("train", total=stop_at, completed=s.step, info="")
+            total = stop_at if deadline == math.inf else deadline
+            done = s.step if deadline == math.inf else time.monotonic() - start
+            job = bar.add_task("train", total=total, completed=done, info="")
             while s.step < stop_at:
                 reserve = timing.get("val_s", closing_estimate(timing["step_s"], n_val, cfg))
                 elapsed, reserve, asked = ddp.mean_of(
                     time.monotonic() - start, reserve if n_val else 0.0, signals.exit_code
                 )
                 minutes_done = elapsed / 60  # the same on every rank
-                s.clock["used"] = min(1.0, elapsed / deadline) if deadline else 1.0
+                if s.horizon.due(s.step):
+                    (step_s,) = ddp.mean_of(s.horizon.mean_step_s())  # one horizon on every rank
+                    s.fix_horizon(s.horizon.fix(s.step, elapsed, step_s, reserve))
+                    if ddp.is_main:
+                        save_config(s.cfg, run_dir / "config.json")
+                    say(
+                        f"schedule: {t.max_minutes:g} minutes buy about {s.horizon.steps} steps "
+                        f"at {1 / step_s:.2f} steps/s; the learning rate anneals by step "
+                        f"{s.horizon.steps} (train.horizon_steps, saved in config.json)"
+                    )
+                    logger.log(s.step, {"horizon_steps": s.horizon.steps, "step_s": step_s})
                 if asked:  # a signal reached a rank: every rank saves and stops here
                     save("last")
                     logger.close()
@@ -326,10 +352,17 @@ def train(
                 if every_s and elapsed - saved_at >= every_s:
                     save("last")
                     saved_at = elapsed
-                step_began = time.monotonic()
+                step_began, cpu_began = time.monotonic(), time.process_time()
                 r = take_step(
                     s.stream.sample, t.batch_size, s.noise_gen, s.coin_gen, s.step, device=device
                 )
+                step_wall = time.monotonic() - step_began
+                slow = watch.update(step_wall, time.process_time() - cpu_began) if watch else None
+                if slow is not None:
+                    if slow.threads is not None:
+                        torch.set_num_threads(slow.threads)
+                    say(f"step {s.step}: {slow.message()}")
+                    logger.log(s.step, slow.metrics())
                 if not r.applied:
                     s.skipped += 1
                     bad_run += 1
@@ -349,7 +382,8 @@ def train(
                 bad_run = 0
                 s.step += 1
                 window = (window[0], window[1] + 1)
-                timing["step_s"] = time.monotonic() - step_began
+                timing["step_s"] = step_wall
+                s.horizon.time_step(step_wall)
 
                 metrics = _step_metrics(r, s, window)
                 is_eval = s.step % t.eval_every == 0 or s.step == stop_at
@@ -362,11 +396,18 @@ def train(
                 logger.log(s.step, metrics)
                 info = (
                     f"loss {r.loss:.3f} lr {metrics['lr']:.1e} "
-                    f"{metrics.get('steps_per_s', 0):.2f} it/s"
+                    f"{metrics.get('steps_per_s', 0):.2f} steps/s"
                 )
-                bar.update(job, completed=s.step, info=info)
+                if deadline == math.inf:
+                    bar.update(job, completed=s.step, info=info)
+                    where = f"step {s.step}/{stop_at}"
+                else:
+                    minutes = f"{metrics['minutes']:.1f}/{t.max_minutes:g} min"
+                    info = f"{minutes}, step {s.step}, {info}"
+                    bar.update(job, completed=metrics["minutes"] * 60, info=info)
+                    where = f"step {s.step}"
                 if lines and is_eval:
-                    say(f"train step {s.step}/{stop_at}: {info}, {metrics['minutes']:.1f} min")
+                    say(f"train {where}: {info}, {metrics['minutes']:.1f} min")
                 if is_eval:
                     improved = bool(val) and val["val_loss"] < s.best_val
                     if improved:
@@ -390,7 +431,15 @@ def train(
             stop_reason = "until_step"
             save("last")
         wall = time.monotonic() - start
-        logger.log(s.step, {"done": stop_reason, "skipped_steps": s.skipped, "wall_s": wall})
+        logger.log(
+            s.step,
+            {
+                "done": stop_reason,
+                "skipped_steps": s.skipped,
+                "wall_s": wall,
+                "horizon_steps": s.horizon.steps,
+            },
+        )
         logger.close()
         return TrainResult(run_dir, s.step, s.model, s.ema, stop_reason, s.skipped, val)
     finally:

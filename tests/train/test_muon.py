@@ -120,3 +120,63 @@ def test_resuming_with_another_optimizer_names_the_field(tmp_path):
     quiet_train(tiny(train__optimizer="muon"), tmp_path / "run", until_step=3)
     with pytest.raises(CheckpointError, match=r"train.optimizer: .*'muon', this run uses 'adamw'"):
         quiet_train(tiny(), tmp_path / "run", resume=True)
+
+
+def muon_pair(ns_dtype):
+    """torch's Muon and arcdiff's on the same matrices (the toiny blocks' four shapes)."""
+    from arcdiff.train.muon import Muon
+
+    def make():
+        torch.manual_seed(0)
+        shapes = [(48, 16), (16, 16), (64, 16), (16, 64)] * 2
+        return [nn.Parameter(torch.randn(*s) * 0.05) for s in shapes]
+
+    a, b = make(), make()
+    kw = {"lr": 0.02, "weight_decay": 0.01, "adjust_lr_fn": "original"}
+    return a, b, torch.optim.Muon(a, **kw), Muon(b, ns_dtype=ns_dtype, **kw)
+
+
+def step_both(a, b, oa, ob, steps=3):
+    for i in range(steps):
+        gen = torch.Generator().manual_seed(i)
+        for p, q in zip(a, b, strict=True):
+            g = torch.randn(p.shape, generator=gen)
+            p.grad, q.grad = g.clone(), g.clone()
+        oa.step()
+        ob.step()
+
+
+def test_muon_in_bf16_is_torchs_muon_bit_for_bit():
+    a, b, oa, ob = muon_pair(torch.bfloat16)
+    step_both(a, b, oa, ob)
+    for p, q in zip(a, b, strict=True):
+        assert torch.equal(p, q)
+    # and its state is torch's: a checkpoint of one loads into the other
+    _, c, _, oc = muon_pair(torch.bfloat16)
+    oc.load_state_dict(oa.state_dict())
+    assert torch.equal(oc.state[c[0]]["momentum_buffer"], oa.state[a[0]]["momentum_buffer"])
+
+
+def test_muon_in_float32_stays_close_to_bf16_and_orthogonalises():
+    from arcdiff.train.muon import newton_schulz
+
+    a, b, oa, ob = muon_pair(torch.float32)
+    step_both(a, b, oa, ob)
+    worst = max((p - q).abs().max().item() for p, q in zip(a, b, strict=True))
+    assert 0 < worst < 2e-3  # bf16 rounding apart, the same update
+    # both orientations: the singular values of the result sit near 1 (0.5-1.5 by design)
+    for shape in ((3, 16, 48), (3, 48, 16)):
+        g = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        s = torch.linalg.svdvals(newton_schulz(g, (3.4445, -4.7750, 2.0315), 5, 1e-7))
+        assert s.min() > 0.5 and s.max() < 1.5, (shape, s)
+
+
+def test_the_newton_schulz_dtype_follows_the_hardware():
+    from arcdiff.runs.device import cpu_supports_bf16
+    from arcdiff.train.muon import muon_ns_dtype
+
+    assert muon_ns_dtype(torch.device("cuda")) == torch.bfloat16
+    expected = torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    assert muon_ns_dtype(CPU) == expected
+    opt = make_optimizer(build_model(tiny(), 5), 1e-3, 0.0, CPU, kind="muon")
+    assert opt.optimizers["muon"].ns_dtype == expected

@@ -19,7 +19,7 @@ def test_warmup_cosine_at_its_corners():
     assert warmup_cosine(4, 4, 100) == 1.0 and warmup_cosine(100, 4, 100) == 0.0
     assert warmup_cosine(52, 4, 100) == pytest.approx(0.5)  # half-way down
     assert warmup_cosine(100, 4, 100, floor=0.1) == pytest.approx(0.1)
-    assert warmup_cosine(10, 4, 100, progress=1.0) == 0.0  # another budget ran out first
+    assert warmup_cosine(150, 4, 100, floor=0.1) == pytest.approx(0.1)  # the floor after it
 
 
 def test_the_optimizer_decays_matrices_only_and_skips_what_it_is_told():

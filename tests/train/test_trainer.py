@@ -322,13 +322,12 @@ def test_batch_size_must_split_into_accumulation_steps(tmp_path):
         quiet_train(tiny(train__grad_accum=3), tmp_path / "run")
 
 
-def test_the_learning_rate_anneals_by_steps_or_by_the_time_budget():
+def test_the_learning_rate_is_a_function_of_the_step_and_its_horizon():
     from arcdiff.train.optim import lr_factor
 
-    cfg = tiny(train__max_steps=100, train__warmup_steps=10)
-    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == 1.0
-    assert lr_factor(10, cfg) == 1.0 and lr_factor(100, cfg) == pytest.approx(0.1)
-    assert lr_factor(55, cfg) == pytest.approx(0.55)  # half-way down the cosine to 0.1
-    assert lr_factor(20, cfg, budget_used=0.5) == pytest.approx(0.55)  # the clock leads
-    assert lr_factor(20, cfg, budget_used=1.0) == pytest.approx(0.1)
-    assert lr_factor(50, tiny(train__lr_schedule="constant"), budget_used=0.9) == 1.0
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1) and lr_factor(9, 10, 100) == 1.0
+    assert lr_factor(10, 10, 100) == 1.0 and lr_factor(100, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.55)  # half-way down the cosine to 0.1
+    assert lr_factor(55, 10, 1000) > 0.99  # a farther horizon anneals later
+    assert lr_factor(5000, 10, 100) == pytest.approx(0.1)  # past the horizon: the floor
+    assert lr_factor(50, 10, 100, "constant") == 1.0
