@@ -29,6 +29,7 @@ from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.runs.checkpoint import build_model, load_run_model
+from arcdiff.runs.cpu import setup_cpu
 from arcdiff.runs.paths import select_device
 
 
@@ -44,9 +45,8 @@ def main() -> None:
     parser.add_argument("--device")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = select_device(args.device)
+    setup_cpu(args.threads, device)  # as evaluate: threads, denormals, the allocator
 
     if args.run:
         model, cfg, state = load_run_model(args.run / "checkpoints" / "final.pt")

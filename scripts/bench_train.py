@@ -55,6 +55,7 @@ from arcdiff.config import Config, apply_overrides, config_to_dict, load_config
 from arcdiff.data.dataset import Batch, TrainingStream, stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.runs.checkpoint import build_model
+from arcdiff.runs.cpu import setup_cpu
 from arcdiff.runs.device import check_cpu_bf16, fast_math, seeded_generator
 from arcdiff.runs.paths import select_device
 from arcdiff.train import mfu
@@ -215,7 +216,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size override")
     parser.add_argument("--steps", type=int, default=5, help="timed steps of each kind")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each kind first")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads (default: as the trainer)"
+    )
     parser.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: as the trainer)")
     parser.add_argument("--peak-repeats", type=int, default=5, help="timings per matmul size")
@@ -229,13 +232,12 @@ def main() -> None:
         parser.error("--steps must be >= 1 and --warmup >= 0")
 
     console = Console()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     overrides = list(args.overrides)
     cfg = load_config(args.config, overrides)
     if args.batch_size is not None:
         cfg = apply_overrides(cfg, [f"train.batch_size={args.batch_size}"])
     device = select_device(args.device)
+    setup_cpu(args.threads, device)  # as the trainer: threads, denormals, the allocator
     check_cpu_bf16(device, cfg.train.cpu_bf16)
     on_cpu = device.type == "cpu"
     bf16 = (cfg.train.bf16 and device.type == "cuda") or (cfg.train.cpu_bf16 and on_cpu)

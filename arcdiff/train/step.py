@@ -128,7 +128,8 @@ class TrainStep:
         """One step on ``batch_size`` examples from ``draw(n)``; ``step`` counts the updates so
         far (the EMA warm-up reads it). ``self_cond`` forces self-conditioning on or off
         instead of tossing the coin."""
-        model, forward = self.model, self.forward or self.model
+        model = self.model
+        forward = self.forward if self.forward is not None else model  # compiled: no bool()
         seconds = {"data": 0.0, "fwd_bwd": 0.0, "optim": 0.0}
         model.train()
         self.optimizer.zero_grad(set_to_none=True)

@@ -79,3 +79,17 @@ def test_a_step_updates_the_weights_and_a_non_finite_loss_does_not():
         for a, b in zip(frozen, model.parameters(), strict=True)
     ]
     assert all(same)  # no update was applied
+
+
+def test_a_compiled_forward_takes_the_same_step():
+    """train.compile wraps the model in torch.compile, whose module has no truth value: the
+    step must not ask for one (it did, and every compiled run failed at its first step)."""
+    losses = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        step, stream, model = tiny_step()
+        if compiled:  # dynamo's own tracing, without inductor's minutes of code generation
+            step.forward = torch.compile(model, backend="eager")
+        gen, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
+        losses.append(step(stream.sample, 8, gen, gen, 0, device=cpu).loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
