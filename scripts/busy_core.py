@@ -22,8 +22,10 @@ def main() -> None:
         for _ in range(100_000):
             pass
         loops += 1
-    print(f"busy_core: {loops * 100_000 / (args.minutes * 60):,.0f} iterations/s for "
-          f"{args.minutes:g} minutes")
+    print(
+        f"busy_core: {loops * 100_000 / (args.minutes * 60):,.0f} iterations/s for "
+        f"{args.minutes:g} minutes"
+    )
 
 
 if __name__ == "__main__":
