@@ -400,14 +400,13 @@ def train(
                 )
                 if deadline == math.inf:
                     bar.update(job, completed=s.step, info=info)
-                    where = f"step {s.step}/{stop_at}"
-                else:
-                    minutes = f"{metrics['minutes']:.1f}/{t.max_minutes:g} min"
-                    info = f"{minutes}, step {s.step}, {info}"
+                    line = f"train step {s.step}/{stop_at}: {info}, {metrics['minutes']:.1f} min"
+                else:  # the budget's minutes, not a fraction of max_steps
+                    info = f"{metrics['minutes']:.1f}/{t.max_minutes:g} min, step {s.step}, {info}"
                     bar.update(job, completed=metrics["minutes"] * 60, info=info)
-                    where = f"step {s.step}"
+                    line = f"train {info}"
                 if lines and is_eval:
-                    say(f"train {where}: {info}, {metrics['minutes']:.1f} min")
+                    say(line)
                 if is_eval:
                     improved = bool(val) and val["val_loss"] < s.best_val
                     if improved:
