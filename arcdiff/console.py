@@ -9,7 +9,15 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from arcdiff.errors import ArcdiffError
@@ -20,9 +28,28 @@ err_console = Console(stderr=True, emoji=False, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def progress_bar(label: str, console: Console | None, enabled: bool, info: bool = True) -> Progress:
-    """A rich bar; with ``info``, each job shows its ``info`` field (loss, task)."""
-    columns = [TextColumn(f"[bold]{escape(label)}"), BarColumn(), MofNCompleteColumn()]
+class _Unit(ProgressColumn):
+    """What a bar counts: the job's ``unit`` field, else the bar's."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(task.fields.get("unit", self.unit))
+
+
+def progress_bar(
+    label: str, console: Console | None, enabled: bool, info: bool = True, unit: str = "steps"
+) -> Progress:
+    """A rich bar counting ``unit`` (``12/100 steps``); with ``info``, each job shows its
+    ``info`` field (loss, task)."""
+    columns = [
+        TextColumn(f"[bold]{escape(label)}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Unit(unit),
+    ]
     if info:
         columns.append(TextColumn("{task.fields[info]}"))
     return Progress(*columns, TimeRemainingColumn(), console=console, disable=not enabled)

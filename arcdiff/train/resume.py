@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from arcdiff.config import Config, config_from_dict, config_to_dict
-from arcdiff.errors import CheckpointError, OutputError
-from arcdiff.runs.checkpoint import FROZEN_SECTIONS, first_difference, newest_checkpoint
+from arcdiff.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
+from arcdiff.errors import CheckpointError, ConfigError, OutputError
+from arcdiff.runs.checkpoint import (
+    FROZEN_SECTIONS,
+    differences,
+    first_difference,
+    newest_checkpoint,
+)
+from arcdiff.runs.paths import CONFIG
 
 
 def run_files(run_dir: Path) -> list[str]:
@@ -80,3 +93,49 @@ def check_resumable(state: dict[str, Any], cfg: Config, task_ids: list[str], whe
             raise CheckpointError(f"{where}: config differs from the checkpoint's: {diff}")
     if state.get("task_ids") != task_ids:
         raise CheckpointError(f"{where}: the checkpoint was trained on other tasks")
+
+
+# What a resumed run may change (by --set, or a --config that differs from RUN/config.json):
+# its budget, checkpointing, logging and CPU threads. Anything else would train another run.
+RESUMABLE = frozenset(
+    f"train.{name}"
+    for name in (
+        "max_steps",
+        "max_minutes",
+        "checkpoint_minutes",
+        "save_every",
+        "snapshot_minutes",
+        "eval_every",
+        "quick_eval_every",
+        "quick_eval_tasks",
+        "threads",
+        "wandb",
+        "wandb_project",
+        "wandb_mode",
+    )
+)
+
+
+def resume_config(run_dir: Path, config: str | None, overrides: Sequence[str]) -> Config:
+    """The config an existing run continues with: ``RUN/config.json`` (or ``config``, which must
+    agree with it) with ``overrides`` on top. A change outside RESUMABLE is a ConfigError naming
+    every differing field. Without a config.json, ``config`` and ``overrides`` as given."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        return load_config(config, overrides)
+    saved = load_config(path)
+    cfg = load_config(config, overrides) if config else apply_overrides(saved, overrides)
+    changed = [
+        text
+        for key, text in differences(config_to_dict(saved), config_to_dict(cfg))
+        if key not in RESUMABLE and key != "name"
+    ]
+    if changed:
+        source = f"--config {config}" if config else "--set"
+        raise ConfigError(
+            f"{source} differs from the run's {path} in {len(changed)} field(s) a resumed run "
+            f"cannot change: {'; '.join(changed)}. Drop them (the run's config.json is read "
+            "when --config is left out) or start a new run with another --out; a resume may "
+            "change only train.max_steps, max_minutes, checkpointing, logging and threads"
+        )
+    return replace(cfg, name=saved.name)
