@@ -114,7 +114,7 @@ def run_pipeline(
         if skip_training or is_finished(run_dir, cfg):
             if not checkpoint_path(run_dir, "final").is_file():
                 raise CheckpointError(
-                    f"{run_dir}: no finished run to reuse (no checkpoints/final.pt); "
+                    f"{run_dir}: no trained run to reuse (no checkpoints/final.pt); "
                     "drop --skip-training to train it"
                 )
             console.print(f"{run_dir} is trained: evaluating and reporting it", markup=False)

@@ -2,7 +2,8 @@
 
 ``fcntl.flock`` belongs to the open file, so the kernel releases it when the process ends in
 any way (return, exception, Ctrl-C, kill -9); a stale ``.lock`` file never blocks anyone. The
-file holds the holder's pid and command, which a refused second writer names. Under torchrun
+file holds the holder's pid and command while it is held, which a refused second writer
+names; it is emptied on release. Under torchrun
 only rank 0 takes the lock (the other ranks write nothing). A process that already holds a
 run's lock takes it again for free, so ``pipeline`` can train, evaluate and report under one.
 """
@@ -47,6 +48,11 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
         return
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(
+            f"{run_dir}: cannot create the run directory ({e.strerror or e})"
+        ) from None
+    try:
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise OutputError(
@@ -67,5 +73,6 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
             yield
         finally:
             del _held[key]
+            os.ftruncate(fd, 0)  # an idle run's .lock is empty: reading a run changes no byte
     finally:
         os.close(fd)  # closing the file releases the lock
