@@ -63,9 +63,8 @@ def test_a_second_writer_is_refused_naming_the_holder(runner, tmp_path):
 
 def test_kill_9_releases_the_lock(holder):
     run, proc = holder
-    with pytest.raises(OutputError, match=f"pid {proc.pid}"):
-        with run_lock(run, "report"):
-            pass
+    with pytest.raises(OutputError, match=f"pid {proc.pid}"), run_lock(run, "report"):
+        pass
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (run / LOCK).exists()  # the file stays; the lock went with the process
@@ -88,13 +87,12 @@ def test_only_rank_0_of_torchrun_takes_the_lock(holder, monkeypatch):
     with run_lock(run, "train"):  # ranks other than 0 write nothing: no lock to take
         pass
     monkeypatch.setenv("RANK", "0")
-    with pytest.raises(OutputError, match="in use by another writer"):
-        with run_lock(run, "train"):
-            pass
+    with pytest.raises(OutputError, match="in use by another writer"), run_lock(run, "train"):
+        pass
 
 
 def test_a_run_directory_that_cannot_be_made_is_one_error(tmp_path):
     (tmp_path / "afile").write_text("")
-    with pytest.raises(OutputError, match="afile/run: cannot create the run directory"):
-        with run_lock(tmp_path / "afile" / "run", "train"):
-            pass
+    made = pytest.raises(OutputError, match="afile/run: cannot create the run directory")
+    with made, run_lock(tmp_path / "afile" / "run", "train"):
+        pass

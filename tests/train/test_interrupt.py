@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from arcdiff.cli import app
-from arcdiff.runs.lock import LOCK
 from arcdiff.config import load_config
 from arcdiff.errors import OutputError
 from arcdiff.runs.checkpoint import load_checkpoint
+from arcdiff.runs.lock import LOCK
 from arcdiff.train import trainer as trainer_module
 from arcdiff.train.logging import read_metrics
 from arcdiff.train.trainer import train
