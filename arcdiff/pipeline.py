@@ -117,7 +117,9 @@ def run_pipeline(
                     f"{run_dir}: no trained run to reuse (no checkpoints/final.pt); "
                     "drop --skip-training to train it"
                 )
-            console.print(f"{run_dir} is trained: evaluating and reporting it", markup=False)
+            console.print(
+                f"{run_dir} is trained: evaluating and reporting it", markup=False, soft_wrap=True
+            )
         else:
             started = bool(run_files(run_dir))
             trained = train_run(
@@ -129,7 +131,9 @@ def run_pipeline(
         evaluated = trained is not None or force or not scores_path.is_file()
         if not evaluated:
             console.print(
-                f"{scores_path} is there: reusing it (--force evaluates again)", markup=False
+                f"{scores_path} is there: reusing it (--force evaluates again)",
+                markup=False,
+                soft_wrap=True,
             )
             scores = orjson.loads(scores_path.read_bytes())
         else:
