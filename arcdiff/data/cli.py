@@ -38,7 +38,9 @@ def data_info(
         Path | None, typer.Option("--json", help="Also write the summary to this JSON file.")
     ] = None,
 ) -> None:
-    """Tasks, pairs, test inputs, grid sizes and colours of a source.
+    """What a source holds: tasks, pairs, sizes and colours.
+
+    Tasks, pairs, test inputs, grid sizes and colours of a source.
 
     Filters default to the config's data section when --config or --set is given.
     """
