@@ -47,12 +47,12 @@ def _figure() -> tuple[Any, Any]:
     return fig, ax
 
 
-# (key, colour, line width, z-order): the total loss is drawn last and thickest, so it shows
-# where the colour loss (most of it) runs close beside it
+# (key, colour, line width, line style): the total loss is wide and solid, the colour loss
+# (most of it, so close beside it) dashed on top, so neither hides the other
 LOSSES = (
-    ("colour_loss", "#2e8b57", 1.2, 2),
-    ("size_loss", "#c0504d", 1.2, 2),
-    ("loss", "#1f1f1f", 2.2, 3),
+    ("loss", "#1f1f1f", 2.6, "-"),
+    ("colour_loss", "#2e8b57", 1.3, "--"),
+    ("size_loss", "#c0504d", 1.3, "-"),
 )
 
 
@@ -73,14 +73,15 @@ def robust_limits(values: Sequence[np.ndarray], log: bool) -> tuple[float, float
 def _plot_losses(metrics: Sequence[dict[str, Any]], path: Path) -> bool:
     fig, ax = _figure()
     drawn = []
-    for key, colour, width, z in LOSSES:
+    for key, colour, width, style in LOSSES:
         steps, values = _series(metrics, key)
         if not len(steps):
             continue
         span = int(np.clip(len(values) // 40, 1, 500))
-        ax.plot(steps, values, color=colour, alpha=0.2, linewidth=0.8, zorder=z)
+        ax.plot(steps, values, color=colour, alpha=0.2, linewidth=0.8)
         label = "loss (total)" if key == "loss" else key
-        ax.plot(steps, smooth(values, span), color=colour, linewidth=width, label=label, zorder=z)
+        smoothed = smooth(values, span)
+        ax.plot(steps, smoothed, color=colour, linewidth=width, linestyle=style, label=label)
         drawn.append(values)
     if not drawn:
         return False
@@ -175,6 +176,8 @@ def _plot_quick(metrics: Sequence[dict[str, Any]], path: Path) -> bool:
         top = max(top, float(values.max()))
     # a little room below 0 and at least 10% above, so a run of zeros reads as a line of
     # zeros, not as the axis itself
+    ax.set_ylim(-0.02, max(0.1, top * 1.15))
+    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= max(0.1, top * 1.15)])
     ax.set_ylim(-0.02, max(0.1, top * 1.15))
     ax.yaxis.set_major_formatter(_percent())
     ax.set_ylabel("tasks")
