@@ -105,13 +105,17 @@ def run_config(
     config: str | None, set_: list[str] | None, out: Path | None, *, existing: bool
 ) -> tuple[Config, Path]:
     """The config and run directory of train / pipeline: ``--out`` (default
-    outputs/<config name>); an ``existing`` run continues with its own config.json."""
+    outputs/<config name>); an ``existing`` run continues with its own config.json (--set may
+    change its budget; a --config is not applied, with a note where it differs)."""
     from arcdiff.train.resume import resume_config
 
     run_dir = out or Path("outputs") / load_config(config, set_ or []).name
-    if existing:
-        return resume_config(run_dir, config, set_ or []), run_dir
-    return load_config(config, set_ or []), run_dir
+    if not existing:
+        return load_config(config, set_ or []), run_dir
+    cfg, note = resume_config(run_dir, config, set_ or [])
+    if note:
+        console.print(note, markup=False, soft_wrap=True)
+    return cfg, run_dir
 
 
 def _show_scores(scores: dict[str, Any], stats: bool) -> None:

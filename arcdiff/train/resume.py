@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -116,26 +115,40 @@ RESUMABLE = frozenset(
 )
 
 
-def resume_config(run_dir: Path, config: str | None, overrides: Sequence[str]) -> Config:
-    """The config an existing run continues with: ``RUN/config.json`` (or ``config``, which must
-    agree with it) with ``overrides`` on top. A change outside RESUMABLE is a ConfigError naming
-    every differing field. Without a config.json, ``config`` and ``overrides`` as given."""
+def resume_config(
+    run_dir: Path, config: str | None, overrides: Sequence[str]
+) -> tuple[Config, str | None]:
+    """The config an existing run continues with, and a note for the user (or None).
+
+    ``RUN/config.json`` with ``overrides`` on top; an override outside RESUMABLE is a
+    ConfigError naming every differing field. A ``config`` (--config) is not applied to an
+    existing run: where it differs from config.json the note says so. Without a config.json
+    (a run killed before it wrote one), ``config`` and ``overrides`` as given."""
     path = run_dir / CONFIG
     if not path.is_file():
-        return load_config(config, overrides)
+        return load_config(config, overrides), None
     saved = load_config(path)
-    cfg = load_config(config, overrides) if config else apply_overrides(saved, overrides)
+    cfg = apply_overrides(saved, overrides)
     changed = [
         text
         for key, text in differences(config_to_dict(saved), config_to_dict(cfg))
-        if key not in RESUMABLE and key != "name"
+        if key not in RESUMABLE
     ]
     if changed:
-        source = f"--config {config}" if config else "--set"
         raise ConfigError(
-            f"{source} differs from the run's {path} in {len(changed)} field(s) a resumed run "
-            f"cannot change: {'; '.join(changed)}. Drop them (the run's config.json is read "
-            "when --config is left out) or start a new run with another --out; a resume may "
-            "change only train.max_steps, max_minutes, checkpointing, logging and threads"
+            f"--set changes {len(changed)} field(s) of {path} that a run in progress cannot "
+            f"change: {'; '.join(changed)}. A resume may change train.max_steps, max_minutes, "
+            "checkpointing, logging and threads; start a new run with another --out for more"
         )
-    return replace(cfg, name=saved.name)
+    note = None
+    if config is not None:
+        given = differences(config_to_dict(saved), config_to_dict(load_config(config)))
+        given = [key for key, _ in given if key != "name"]
+        if given:
+            shown = ", ".join(given[:4]) + (", ..." if len(given) > 4 else "")
+            note = (
+                f"{run_dir} holds a run: it continues with its own {CONFIG}; --config {config} "
+                f"differs in {len(given)} field(s) ({shown}) and is not applied (--set changes "
+                "the budget)"
+            )
+    return cfg, note
