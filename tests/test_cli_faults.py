@@ -242,3 +242,21 @@ def test_new_tasks_point_to_the_command_that_handles_them(runner, tmp_path):
     line = one_error_line(result)
     assert "have no embedding in this model (it never trained on them:" in line
     assert f"`arcdiff lora --run {run} --tasks aa1:eval`" in line
+
+
+def test_pipeline_continues_an_interrupted_run_with_its_config(runner, tmp_path):
+    from arcdiff.config import load_config
+    from arcdiff.train.trainer import train
+    from tests.conftest import tiny_overrides
+
+    run = tmp_path / "run"
+    overrides = tiny_overrides(
+        train__max_steps=4, eval__split="aa1:train", eval__num_steps=2, eval__num_augs=2
+    )
+    train(load_config("toiny_aa1", overrides), run, until_step=2, progress=False)  # as if killed
+    assert not (run / "checkpoints" / "final.pt").exists()
+    result = runner.invoke(app, ["pipeline", "--out", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "(step 2)" in result.stdout and "trained 4 steps (max_steps)" in result.stdout
+    assert loss_steps(run) == [1, 2, 3, 4]
+    assert (run / "eval" / "aa1_train" / "scores.json").is_file()

@@ -129,7 +129,7 @@ def _check_available(device: torch.device) -> None:
     """A device this torch build or machine lacks is a ResourceError naming --device."""
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            built = "built without CUDA" if torch.version.cuda is None else "sees no CUDA GPU"
+            built = "was built without CUDA" if torch.version.cuda is None else "sees no GPU"
             raise ResourceError(
                 f"--device {device}: this torch ({torch.__version__}) {built}; "
                 "use --device cpu (or leave --device out)"
