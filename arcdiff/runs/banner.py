@@ -20,11 +20,11 @@ def budget_text(steps: int, minutes: float | None) -> str:
 
 
 def device_text(device: torch.device, world: int = 1) -> str:
-    """``cpu, 2 threads`` / ``cuda:0`` / ``cuda:0, 4 processes``."""
+    """``cpu, 2 thread(s)`` / ``cuda:0`` / ``cuda:0, world size 4`` (torchrun)."""
     text = str(device)
     if device.type == "cpu":
         text += f", {torch.get_num_threads()} thread(s)"
-    return text + (f", {world} processes" if world > 1 else "")
+    return text + (f", world size {world}" if world > 1 else "")
 
 
 def start_banner(
