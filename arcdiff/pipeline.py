@@ -109,14 +109,14 @@ def run_pipeline(
     ``run_dir/eval/``, and write ``run_dir/report/``. The scores of a run that was not trained
     by this call are reused when its eval folder has them, unless ``force``."""
     console = console or Console()
+    if skip_training and not checkpoint_path(run_dir, "final").is_file():
+        raise CheckpointError(
+            f"{run_dir}: no trained run to reuse (no checkpoints/final.pt); "
+            "drop --skip-training to train it"
+        )
     with run_lock(run_dir, "pipeline"):
         trained = None
         if skip_training or is_finished(run_dir, cfg):
-            if not checkpoint_path(run_dir, "final").is_file():
-                raise CheckpointError(
-                    f"{run_dir}: no trained run to reuse (no checkpoints/final.pt); "
-                    "drop --skip-training to train it"
-                )
             console.print(
                 f"{run_dir} is trained: evaluating and reporting it", markup=False, soft_wrap=True
             )

@@ -172,6 +172,7 @@ def test_evaluate_and_pipeline_without_a_run(runner, tmp_path, monkeypatch):
     )
     skip = runner.invoke(app, ["pipeline", "--out", str(tmp_path / "x"), "--skip-training"])
     assert "no trained run to reuse" in one_error_line(skip)
+    assert not (tmp_path / "x").exists()  # refused before anything is written
 
 
 def eval_files(folder):
