@@ -16,9 +16,19 @@ from rich.tree import Tree
 from arcdiff.config import Config, config_to_dict, load_config, save_config
 from arcdiff.console import console, user_errors
 from arcdiff.data.cli import data_app
-from arcdiff.errors import CheckpointError
+from arcdiff.errors import CheckpointError, ConfigError
 from arcdiff.image.cli import image_app
-from arcdiff.options import SOURCE_HELP, ConfigOpt, SetOpt
+from arcdiff.options import (
+    SOURCE_HELP,
+    ConfigOpt,
+    IdsOpt,
+    LimitOpt,
+    ProgressOpt,
+    RunDirOpt,
+    SetOpt,
+    VerboseOpt,
+    id_list,
+)
 
 app = typer.Typer(
     name="arcdiff",
@@ -26,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    add_completion=False,
 )
 config_app = typer.Typer(help="Show resolved configurations.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -48,42 +59,63 @@ def config_tree(cfg: Config) -> Tree:
 def train_command(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Run directory (default: outputs/<config name>).")
-    ] = None,
+    out: RunDirOpt = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue the run in --out from its last checkpoint.")
+        bool,
+        typer.Option(
+            help="Continue the run in --out from its last checkpoint, with its config.json "
+            "(--set may change its budget, checkpointing, logging and threads)."
+        ),
     ] = False,
     device: Annotated[
         str | None, typer.Option(help="cuda, cuda:1, mps or cpu (default: the best available).")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    progress: ProgressOpt = True,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Train a denoiser; writes config.json, metrics.jsonl and checkpoints/ in the run directory.
+    """Train a denoiser into a run directory.
 
-    Ctrl-C or SIGTERM saves checkpoints/last.pt and exits 130 / 143; --resume continues."""
-    from arcdiff.pipeline import quick_eval_callback
+    Writes config.json, metrics.jsonl and checkpoints/ there. Ctrl-C or SIGTERM saves
+    checkpoints/last.pt and exits 130 / 143; --resume continues."""
+    from arcdiff.pipeline import train_run
     from arcdiff.runs.paths import select_device
-    from arcdiff.train.trainer import train
 
-    cfg = load_config(config, set_ or [])
-    run_dir = out or Path("outputs") / cfg.name
-    console.print(config_tree(cfg))
-    result = train(
+    cfg, run_dir = run_config(config, set_, out, existing=resume)
+    if verbose:
+        console.print(config_tree(cfg))
+    result = train_run(
         cfg,
         run_dir,
         resume=resume,
         device=select_device(device) if device else None,
         progress=progress,
         console=console,
-        on_eval=quick_eval_callback(cfg),
     )
     val = result.val
-    summary = f"val loss {val['val_loss']:.4f}, val acc {val['val_acc']:.3f}" if val else ""
-    console.print(
-        f"[green]done[/]: {result.step} steps ({result.stop_reason}), "
-        f"{result.skipped_steps} skipped; {summary}; run dir {escape(str(run_dir))}"
-    )
+    parts = [
+        f"{result.step} steps ({result.stop_reason})",
+        f"{result.skipped_steps} skipped",
+        f"val loss {val['val_loss']:.4f}, val acc {val['val_acc']:.3f}" if val else "",
+        f"run dir {escape(str(run_dir))}",
+    ]
+    console.print("[green]done[/]: " + "; ".join(p for p in parts if p))
+
+
+def run_config(
+    config: str | None, set_: list[str] | None, out: Path | None, *, existing: bool
+) -> tuple[Config, Path]:
+    """The config and run directory of train / pipeline: ``--out`` (default
+    outputs/<config name>); an ``existing`` run continues with its own config.json (--set may
+    change its budget; a --config is not applied, with a note where it differs)."""
+    from arcdiff.train.resume import resume_config
+
+    run_dir = out or Path("outputs") / load_config(config, set_ or []).name
+    if not existing:
+        return load_config(config, set_ or []), run_dir
+    cfg, note = resume_config(run_dir, config, set_ or [])
+    if note:
+        console.print(note, markup=False, soft_wrap=True)
+    return cfg, run_dir
 
 
 def _show_scores(scores: dict[str, Any], stats: bool) -> None:
@@ -106,7 +138,6 @@ MajOpt = Annotated[
     bool | None, typer.Option("--maj/--no-maj", help="Vote over augmentations (default: eval.maj).")
 ]
 AugsOpt = Annotated[int | None, typer.Option(help="Augmentations per test input with --maj.")]
-LimitOpt = Annotated[int | None, typer.Option(help="Evaluate the first N tasks only.")]
 SamplerOpt = Annotated[
     str | None,
     typer.Option(
@@ -166,7 +197,7 @@ def evaluate_command(
     num_steps: StepsOpt = None,
     maj: MajOpt = None,
     num_augs: AugsOpt = None,
-    limit: LimitOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N tasks only.")] = None,
     sampler: SamplerOpt = None,
     samples: SamplesOpt = None,
     temperature: TemperatureOpt = None,
@@ -181,8 +212,11 @@ def evaluate_command(
     set_: SetOpt = None,
     adapter: AdapterOpt = None,
     force: ForceOpt = False,
+    progress: ProgressOpt = True,
 ) -> None:
-    """Sample, vote and score a run; writes eval/<split>/{predictions,submission,scores}.json
+    """Sample, vote and score a run.
+
+    Writes eval/<split>/{predictions,submission,scores}.json in the run directory
     (eval/<split>@<checkpoint>/ for a checkpoint other than final, and eval/<split>~<tag>/
     for settings other than the run's config, e.g. ~steps1-limit1)."""
     from arcdiff.eval.evaluate import EvalSettings, evaluate_run
@@ -228,6 +262,7 @@ def evaluate_command(
         model=model,
         device=torch_device,
         console=console,
+        progress=progress,
         expect=cfg,
         force=force,
     )
@@ -237,7 +272,10 @@ def evaluate_command(
 @app.command("lora")
 @user_errors
 def lora_command(
-    base: Annotated[Path, typer.Option(help="The trained run to adapt (its EMA weights).")],
+    base: Annotated[
+        Path,
+        typer.Option("--run", "--base", help="The trained run to adapt (its EMA weights)."),
+    ],
     tasks: Annotated[
         str | None,
         typer.Option(help=f"Tasks to adapt to: {SOURCE_HELP} Default: the config's eval.split."),
@@ -261,8 +299,8 @@ def lora_command(
     out: Annotated[
         Path | None, typer.Option(help="Folder of the adapters (default: BASE/lora).")
     ] = None,
-    ids: Annotated[str | None, typer.Option(help="Comma-separated task ids to keep.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Adapt to the first N tasks only.")] = None,
+    ids: IdsOpt = None,
+    limit: LimitOpt = None,
     checkpoint: CkptOpt = "final",
     merge: Annotated[
         bool, typer.Option(help="Also write NAME/merged/, a run dir with the adapter merged in.")
@@ -276,54 +314,78 @@ def lora_command(
         typer.Option(help="With --evaluate, also score the untrained model (new rows only)."),
     ] = True,
     device: DeviceOpt = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOpt = True,
     force: Annotated[
         bool, typer.Option("--force", help="Replace adapters of the same name.")
     ] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Adapt a trained run to unseen tasks: new task embeddings plus peft LoRA (or the
-    embeddings only, or every weight), trained on their demonstration pairs; then compare."""
+    """Adapt a trained run to unseen tasks.
+
+    New task embeddings plus peft LoRA (or the embeddings only, or every weight), trained on
+    the tasks' demonstration pairs; then the adaptations are scored and compared."""
     from arcdiff.adapt import load_base, lora_config, run_lora
+    from arcdiff.runs.faults import out_of_memory_names
+    from arcdiff.runs.lock import run_lock
     from arcdiff.runs.paths import select_device
 
     base_run = load_base(base, checkpoint)
     cfg = lora_config(base_run, config, set_ or [])
+    if verbose:
+        console.print(config_tree(cfg))
     modes = mode or [cfg.lora.mode]
     if name is None:
         names = list(modes)
     else:
         names = [name] if len(modes) == 1 else [f"{name}-{m}" for m in modes]
-    run_lora(
-        base_run,
-        cfg,
-        tasks or cfg.eval.split,
-        modes=modes,
-        names=names,
-        out=out,
-        ids=ids.split(",") if ids else None,
-        limit=limit,
-        merge=merge,
-        evaluate=evaluate,
-        baseline=baseline,
-        device=select_device(device),
-        console=console,
-        progress=progress,
-        force=force,
-    )
+    with (
+        run_lock(base, "lora"),
+        out_of_memory_names("lora.batch_size", cfg.lora.batch_size),
+    ):
+        run_lora(
+            base_run,
+            cfg,
+            tasks or cfg.eval.split,
+            modes=modes,
+            names=names,
+            out=out,
+            ids=id_list(ids),
+            limit=limit,
+            merge=merge,
+            evaluate=evaluate,
+            baseline=baseline,
+            device=select_device(device),
+            console=console,
+            progress=progress,
+            force=force,
+        )
 
 
 @app.command("report")
 @user_errors
 def report_command(
     runs: Annotated[list[Path], typer.Argument(help="Run directories to report and compare.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="One run: its report folder (default: RUN/report). Several runs: where "
+            "their comparison.{md,html,json} go (default: outputs/comparison)."
+        ),
+    ] = None,
 ) -> None:
-    """Write report/report.{md,html} with plots for each run and compare the runs side by side."""
-    from arcdiff.report import compare_table, write_report
+    """Write each run's report and compare the runs.
+
+    Each run gets report/report.{md,html} with its plots (one HTML file holds everything);
+    several runs are also compared side by side and the comparison is saved."""
+    from arcdiff.report import compare_table, write_comparison, write_report
 
     for run in runs:
-        path = write_report(run)
+        path = write_report(run, out if len(runs) == 1 else None)
         console.print(f"wrote {escape(str(path))}")
-    console.print(compare_table(runs))
+    if len(runs) > 1:
+        console.print(compare_table(runs))
+        where = write_comparison(runs, out or Path("outputs") / "comparison")
+        console.print(f"wrote {escape(str(where))}")
 
 
 @app.command("pipeline")
@@ -331,29 +393,39 @@ def report_command(
 def pipeline_command(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Run directory (default: outputs/<config name>).")
-    ] = None,
+    out: RunDirOpt = None,
     skip_training: Annotated[
         bool, typer.Option(help="Reuse the trained run in --out: evaluate and report only.")
     ] = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted training first.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(hidden=True, help="Accepted for old scripts: an existing run continues."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Evaluate a trained run again over its own scores.")
+    ] = False,
     stats: StatsOpt = False,
     device: DeviceOpt = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOpt = True,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Train, evaluate the configured split, and write the report, into one run directory."""
-    from arcdiff.pipeline import run_pipeline
-    from arcdiff.runs.paths import select_device
+    """Train, evaluate and report one run directory.
 
-    cfg = load_config(config, set_ or [])
-    if not skip_training:
+    What is left is done: a new run is trained, an interrupted one continues (with its
+    config.json), a finished one is evaluated (if its eval/<split>/ is not there yet, or with
+    --force) and reported."""
+    from arcdiff.pipeline import run_pipeline
+    from arcdiff.runs.paths import CONFIG, select_device
+
+    run_dir = out or Path("outputs") / load_config(config, set_ or []).name
+    cfg, run_dir = run_config(config, set_, run_dir, existing=(run_dir / CONFIG).is_file())
+    if verbose:
         console.print(config_tree(cfg))
     result = run_pipeline(
         cfg,
-        out or Path("outputs") / cfg.name,
+        run_dir,
         skip_training=skip_training,
-        resume=resume,
+        force=force,
         device=select_device(device) if device else None,
         console=console,
         progress=progress,
@@ -367,12 +439,19 @@ def pipeline_command(
 def config_show(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Show this run's config.json instead.")
+    ] = None,
     save: Annotated[
         Path | None, typer.Option(help="Also write the resolved config to this JSON file.")
     ] = None,
 ) -> None:
-    """Print the resolved config (file or preset, then --set overrides) as a tree."""
-    cfg = load_config(config, set_ or [])
+    """Print the resolved config as a tree.
+
+    The config file or preset, then the --set overrides; with --run, a run's config.json."""
+    if run is not None and config is not None:
+        raise ConfigError("--run and --config: give one (a run's config is its config.json)")
+    cfg = load_config(run / "config.json" if run else config, set_ or [])
     console.print(config_tree(cfg))
     if save is not None:
         save_config(cfg, save)

@@ -9,7 +9,15 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from arcdiff.errors import ArcdiffError
@@ -20,15 +28,31 @@ err_console = Console(stderr=True, emoji=False, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _Unit(ProgressColumn):
+    """What a bar counts: the job's ``unit`` field, else the bar's."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(task.fields.get("unit", self.unit))
+
+
 def progress_bar(
-    label: str, console: Console | None, enabled: bool, info: bool = True, count: bool = True
+    label: str,
+    console: Console | None,
+    enabled: bool,
+    info: bool = True,
+    unit: str = "steps",
+    count: bool = True,
 ) -> Progress:
-    """A rich bar; with ``info``, each job shows its ``info`` field (loss, task). With
-    ``count`` it shows done / total and the time remaining; without, the bar alone (the info
-    says how far: a clock-budgeted training's minutes)."""
+    """A rich bar counting ``unit`` (``12/100 steps``); with ``info``, each job shows its
+    ``info`` field (loss, task). Without ``count``, the bar alone, no count or time remaining
+    (the info says how far: a clock-budgeted training's minutes)."""
     columns = [TextColumn(f"[bold]{escape(label)}"), BarColumn()]
     if count:
-        columns.append(MofNCompleteColumn())
+        columns += [MofNCompleteColumn(), _Unit(unit)]
     if info:
         columns.append(TextColumn("{task.fields[info]}"))
     if count:

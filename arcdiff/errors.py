@@ -23,3 +23,8 @@ class TrainingError(ArcdiffError):
 
 class OutputError(ArcdiffError):
     """A run directory or output file cannot be written (disk full, read-only, not a folder)."""
+
+
+class ResourceError(ArcdiffError):
+    """The machine cannot do what was asked (out of memory, a device this torch lacks); the
+    message names the setting to change."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,3 +18,26 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a config field: section.key=value (repeatable)."),
 ]
 SOURCE_HELP = "aa1:train, aa1:eval, aa2:train, aa2:eval, a folder of task JSON, or a JSON file."
+
+# The vocabulary every command shares (README, "One vocabulary"): --run names an existing run
+# a command reads, --out where it writes; the task filters and --progress read the same way
+# everywhere.
+RunDirOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "--run", help="Run directory (default: outputs/<config name>)."),
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", help="Also print the whole resolved config as a tree.")
+]
+MaxSizeOpt = Annotated[
+    int | None,
+    typer.Option(help="Keep tasks whose demonstrations and test inputs fit NxN."),
+]
+IdsOpt = Annotated[str | None, typer.Option(help="Comma-separated task ids to keep.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Keep the first N tasks.")]
+
+
+def id_list(ids: str | None) -> list[str] | None:
+    """--ids a,b -> ["a", "b"]."""
+    return [i for i in ids.split(",") if i] if ids else None

@@ -204,3 +204,55 @@ def test_python_dash_m_runs_the_cli():
         check=False,
     )
     assert result.returncode == 0 and "aa1:train" in result.stdout
+
+
+def _commands(command, name="arcdiff"):
+    yield name, command
+    for sub_name, sub in (getattr(command, "commands", None) or {}).items():
+        yield from _commands(sub, f"{name} {sub_name}")
+
+
+def test_every_command_lists_a_whole_sentence():
+    """The command list shows each help's first line: one sentence that fits 80 columns."""
+    import typer.main
+
+    for name, command in _commands(typer.main.get_command(app)):
+        first = (command.help or "").strip().splitlines()[0]
+        assert first.endswith(".") and len(first) <= 60, (name, first)
+
+
+def test_global_help_has_no_completion_installer(runner):
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "--install-completion" not in result.stdout
+
+
+def test_progress_bars_name_their_unit():
+    from arcdiff.console import progress_bar
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system=None, width=120)
+    for unit, expected in ((None, "3/10 steps"), ("views", "3/10 views")):
+        bar = progress_bar("train", console, True, info=False, **({"unit": unit} if unit else {}))
+        job = bar.add_task("train", total=10)
+        bar.update(job, completed=3)
+        console.print(bar.get_renderable())
+        assert expected in out.getvalue()
+    bar = progress_bar("sample", console, True, info=False, unit="views")
+    bar.add_task("per task", total=4, completed=1, unit="tasks")  # a job may count its own
+    console.print(bar.get_renderable())
+    assert "1/4 tasks" in out.getvalue()
+
+
+def test_validate_takes_the_task_filters_of_info(runner, tmp_path):
+    two = runner.invoke(app, ["data", "validate", "aa1:train", "--ids", "007bbfb7,00d62c1b"])
+    assert two.exit_code == 0 and "aa1:train: 2 task(s), every grid valid" in two.stdout
+    three = runner.invoke(app, ["data", "validate", "aa1:train", "--limit", "3"])
+    assert "3 task(s)" in three.stdout
+    small = runner.invoke(app, ["data", "validate", "aa1:train", "--max-size", "3"])
+    summary = tmp_path / "info.json"
+    info = runner.invoke(app, ["data", "info", "aa1:train", "--max-size", "3", "--json", summary])
+    assert small.exit_code == 0 and info.exit_code == 0
+    count = orjson.loads(summary.read_bytes())["tasks"]
+    assert 0 < count < 400 and f"aa1:train: {count} task(s)" in small.stdout
+    missing = runner.invoke(app, ["data", "validate", "aa1:train", "--ids", "nope"])
+    assert "no task with id nope" in one_error_line(missing)

@@ -120,11 +120,35 @@ def test_evaluate_without_run_takes_the_most_recent(runner, pipeline_run, monkey
     assert "evaluating the most recent run" in result.stdout
 
 
-def test_report_compares_runs(runner, pipeline_run):
+def test_report_compares_runs_and_saves_the_comparison(runner, pipeline_run, tmp_path):
     out, _ = pipeline_run
-    result = runner.invoke(app, ["report", str(out), str(out)])
+    where = tmp_path / "compared"
+    result = runner.invoke(app, ["report", str(out), str(out), "--out", str(where)])
     assert result.exit_code == 0, result.output
     assert "report.html" in result.stdout and "pass@2" in result.stdout
+    saved = orjson.loads((where / "comparison.json").read_bytes())
+    assert saved["runs"] == [str(out), str(out)]
+    scores = orjson.loads((out / "eval" / "aa1_train" / "scores.json").read_bytes())
+    pass2 = f"{100 * scores['summary']['pass@2']:.1f}%"
+    split = next(s for s in saved["sections"] if s["title"] == "aa1:train")
+    assert split["rows"]["pass@2"] == [pass2, pass2]
+    assert f"| pass@2 | {pass2} | {pass2} |" in (where / "comparison.md").read_text()
+    assert pass2 in (where / "comparison.html").read_text()
+
+
+def test_report_out_writes_one_runs_report_elsewhere(runner, pipeline_run, tmp_path):
+    out, _ = pipeline_run
+    result = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "mine")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mine" / "report.html").is_file()
+    assert (tmp_path / "mine" / "report.md").is_file()
+
+
+def test_config_show_reads_a_run(runner, pipeline_run):
+    out, _ = pipeline_run
+    result = runner.invoke(app, ["config", "show", "--run", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "d_model = 32" in result.stdout and 'split = "aa1:train"' in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -148,6 +172,7 @@ def test_evaluate_and_pipeline_without_a_run(runner, tmp_path, monkeypatch):
     )
     skip = runner.invoke(app, ["pipeline", "--out", str(tmp_path / "x"), "--skip-training"])
     assert "no trained run to reuse" in one_error_line(skip)
+    assert not (tmp_path / "x").exists()  # refused before anything is written
 
 
 def eval_files(folder):

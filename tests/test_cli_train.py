@@ -48,3 +48,16 @@ def test_without_a_terminal_training_prints_a_line_per_phase(runner, tmp_path):
     assert result.exit_code == 0, result.output
     # CliRunner's output is not a terminal: no bar, a line at each validation instead
     assert "train step 3/4: loss" in result.stdout and "train step 4/4: loss" in result.stdout
+
+
+def test_train_starts_with_a_short_banner_and_the_tree_on_verbose(runner, tmp_path):
+    args = ["train", "--no-progress", *set_args(train__max_steps=2)]
+    quiet = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert quiet.exit_code == 0, quiet.output
+    banner = quiet.stdout.split("\n")
+    assert banner[0].startswith("arcdiff: ") and " parameters, 6 tasks (" in banner[0]
+    assert banner[1].startswith("budget 2 steps, from step 0; device cpu, ")
+    assert banner[2].startswith(f"run dir {tmp_path / 'a'}")
+    assert "d_model = 32" not in quiet.stdout  # the tree is in config.json, not on screen
+    verbose = runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--verbose"])
+    assert verbose.exit_code == 0 and "d_model = 32" in verbose.stdout

@@ -66,7 +66,7 @@ def score_adapted(
     shared |= {"bf16": cfg.eval.bf16}
     demo_tasks, demo_truths = demonstration_split(tasks.tasks)
     start = time.monotonic()
-    bar = progress_bar("sample", console, progress, info=False)
+    bar = progress_bar("sample", console, progress, info=False, unit="views")
     with bar:
         test = adapted.predict(
             diffusion,

@@ -132,7 +132,11 @@ class Adapted:
         index = task_index if task_index is not None else self.task_index
         if self.mode != "per-task":
             return predict_tasks(self.model, diffusion, tasks, index, progress=progress, **settings)
-        job = progress.add_task("sample per task", total=len(tasks)) if progress else None
+        job = (
+            progress.add_task("sample per task", total=len(tasks), unit="tasks")
+            if progress
+            else None
+        )
         predictions: dict[str, Any] = {}
         for task in tasks:
             self.use_task(task.id)

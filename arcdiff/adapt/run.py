@@ -34,6 +34,7 @@ from arcdiff.adapt.store import (
 from arcdiff.config import Config
 from arcdiff.data.tasks import TaskSet, load_tasks
 from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
+from arcdiff.runs.banner import budget_text, device_text
 from arcdiff.runs.cpu import setup_cpu
 from arcdiff.runs.paths import select_device
 
@@ -83,7 +84,9 @@ def run_lora(
     task_ids = adapted_task_ids(base.task_ids, tasks.tasks)
     console.print(
         f"adapting {base.run_dir} (step {base.step}, {len(base.task_ids)} tasks) to "
-        f"{len(tasks)} task(s) of {source}, {len(task_ids) - len(base.task_ids)} new"
+        f"{len(tasks)} task(s) of {source}, {len(task_ids) - len(base.task_ids)} new; "
+        f"{budget_text(cfg.lora.steps, None)} per mode on {device_text(device)}; adapters in "
+        f"{out}"
     )
     scoring = {"device": device, "console": console, "progress": progress}
     results: list[ModeResult] = []

@@ -11,7 +11,15 @@ from rich.text import Text
 from arcdiff.config import load_config
 from arcdiff.console import console, error_line, user_errors
 from arcdiff.errors import DataError
-from arcdiff.options import SOURCE_HELP, ConfigOpt, SetOpt
+from arcdiff.options import (
+    SOURCE_HELP,
+    ConfigOpt,
+    IdsOpt,
+    LimitOpt,
+    MaxSizeOpt,
+    SetOpt,
+    id_list,
+)
 from arcdiff.runs.paths import write_json
 
 data_app = typer.Typer(help="Inspect and validate task sources.", no_args_is_help=True)
@@ -21,18 +29,18 @@ data_app = typer.Typer(help="Inspect and validate task sources.", no_args_is_hel
 @user_errors
 def data_info(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
-    max_size: Annotated[
-        int | None, typer.Option(help="Keep tasks whose demonstrations and test inputs fit.")
-    ] = None,
-    ids: Annotated[str | None, typer.Option(help="Comma-separated task ids to keep.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Keep the first N tasks.")] = None,
+    max_size: MaxSizeOpt = None,
+    ids: IdsOpt = None,
+    limit: LimitOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the summary to this JSON file.")
     ] = None,
 ) -> None:
-    """Tasks, pairs, test inputs, grid sizes and colours of a source.
+    """What a source holds: tasks, pairs, sizes and colours.
+
+    Tasks, pairs, test inputs, grid sizes and colours of a source.
 
     Filters default to the config's data section when --config or --set is given.
     """
@@ -44,7 +52,7 @@ def data_info(
     tasks = load_tasks(
         source,
         max_size=max_size or (data.max_size if data else MAX_SIDE),
-        ids=ids.split(",") if ids else (data.ids if data else None),
+        ids=id_list(ids) or (data.ids if data else None),
         limit=limit or (data.limit if data else None),
     )
     summary = summarize(tasks)
@@ -57,15 +65,22 @@ def data_info(
 @user_errors
 def data_validate(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    max_size: MaxSizeOpt = None,
+    ids: IdsOpt = None,
+    limit: LimitOpt = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the problems to this JSON file.")
     ] = None,
 ) -> None:
-    """Check every grid of every task and report all problems; exit 1 if there are any."""
-    from arcdiff.data.inspect import problems_table
-    from arcdiff.data.tasks import check_source
+    """Check every grid of every task; exit 1 on any problem.
 
-    count, problems = check_source(source)
+    Reports all problems, of the whole source or of the tasks the filters keep."""
+    from arcdiff.data.inspect import problems_table
+    from arcdiff.data.tasks import MAX_SIDE, check_source
+
+    count, problems = check_source(
+        source, max_size=max_size or MAX_SIDE, ids=id_list(ids), limit=limit
+    )
     if json_out is not None:
         write_json(
             json_out,
@@ -109,7 +124,9 @@ def data_show(
         bool, typer.Option(help="Also draw the test outputs, where the source has them.")
     ] = False,
 ) -> None:
-    """Draw a task's pairs in the ARC colour palette (digits when piped or on 16 colours)."""
+    """Draw a task's pairs in the ARC colour palette.
+
+    Digits instead of colours when piped or on a 16-colour terminal."""
     from arcdiff.data.inspect import task_table, task_text
     from arcdiff.data.tasks import load_tasks
 

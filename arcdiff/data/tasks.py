@@ -307,16 +307,25 @@ def _kaggle_solutions(challenges: Path) -> dict[str, Any] | None:
 # loading
 
 
-def check_source(selector: str) -> tuple[int, list[Problem]]:
-    """Validate a whole source; returns (tasks seen, every problem found)."""
+def check_source(
+    selector: str,
+    *,
+    max_size: int = MAX_SIDE,
+    ids: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> tuple[int, list[Problem]]:
+    """Validate a whole source, or the tasks :func:`load_tasks`'s filters keep; returns (tasks
+    checked, every problem found). A task too invalid to measure is checked whatever its size."""
     problems: list[Problem] = []
     seen: dict[str, str] = {}
+    wanted = set(ids) if ids is not None else None
     count = 0
     for item in _raw_tasks(selector):
         if isinstance(item, Problem):
             problems.append(item)
             continue
-        count += 1
+        if wanted is not None and item.task_id not in wanted:
+            continue
         if item.task_id in seen:
             problems.append(
                 Problem(
@@ -327,7 +336,15 @@ def check_source(selector: str) -> tuple[int, list[Problem]]:
                 )
             )
         seen[item.task_id] = item.origin
-        problems.extend(parse_task(item.raw, item.task_id, item.origin, item.solutions)[2])
+        task, _, found = parse_task(item.raw, item.task_id, item.origin, item.solutions)
+        if task is not None and task.max_side > max_size:
+            continue
+        if limit is not None and count >= limit:
+            break
+        count += 1
+        problems.extend(found)
+    if wanted is not None and wanted - set(seen):
+        raise DataError(f"{selector}: no task with id {', '.join(sorted(wanted - set(seen)))}")
     return count, problems
 
 

@@ -22,12 +22,14 @@ from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from arcdiff.eval.decode import sampler_for
 from arcdiff.eval.rank import ranker_for
-from arcdiff.eval.sample import predict_tasks
+from arcdiff.eval.sample import check_known, predict_tasks
 from arcdiff.eval.score import Predictions, predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.checkpoint import FROZEN_SECTIONS, first_difference, load_run_model
 from arcdiff.runs.cpu import setup_cpu
-from arcdiff.runs.paths import CHECKPOINTS, select_device, write_json
+from arcdiff.runs.faults import out_of_memory_names
+from arcdiff.runs.lock import run_lock
+from arcdiff.runs.paths import CHECKPOINTS, check_writable, select_device, write_json
 
 # settings that change what an evaluation predicts, with the short name of its folder's tag
 TAGGED = {
@@ -89,11 +91,20 @@ def split_dirname(split: str) -> str:
     return Path(split.rstrip("/")).name.replace(":", "_") or "split"
 
 
+def sampled(settings: EvalSettings) -> EvalSettings:
+    """The settings as sampled: without the vote (``maj`` off) there is one view."""
+    return settings if settings.maj else dataclasses.replace(settings, num_augs=1)
+
+
 def settings_tag(settings: EvalSettings, reference: EvalSettings) -> str:
-    """The settings that differ from the run's own, e.g. ``steps1-limit1`` ('' if none)."""
+    """The settings that differ from the run's own, e.g. ``steps1-limit1`` ('' if none), as
+    sampled: ``--no-maj --num-augs 4`` samples one view and is tagged ``nomaj``."""
+    settings, reference = sampled(settings), sampled(reference)
     parts = []
     for name, short in TAGGED.items():
         value = getattr(settings, name)
+        if name == "num_augs" and not settings.maj:
+            continue  # 'nomaj' says it
         if value != getattr(reference, name):
             parts.append(
                 f"{short}{value}"
@@ -212,10 +223,34 @@ def evaluate_run(
     settings that differ from the run's config.json). Scores made with other settings are
     not replaced unless ``force``. ``expect``: the config the caller resolved (with --set);
     a model, diffusion or data field that differs from the checkpoint is a CheckpointError."""
-    device = device or select_device()
-    console = console or Console()
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
+    with run_lock(run_dir, "evaluate"), out_of_memory_names("eval.batch_size", settings.batch_size):
+        return _evaluate(
+            run_dir,
+            settings,
+            model=model,
+            device=device or select_device(),
+            console=console or Console(),
+            progress=progress,
+            out_name=out_name,
+            expect=expect,
+            force=force,
+        )
+
+
+def _evaluate(
+    run_dir: Path,
+    settings: EvalSettings,
+    *,
+    model: EvalModel | None,
+    device: torch.device,
+    console: Console,
+    progress: bool,
+    out_name: str | None,
+    expect: Config | None,
+    force: bool,
+) -> dict[str, Any]:
     if model is None:
         model = run_eval_model(run_dir, settings, device, expect)
     cfg, out_root = model.cfg, model.out_root
@@ -235,15 +270,17 @@ def evaluate_run(
     reference = run_eval_settings(out_root, settings.split) or settings
     tag = settings_tag(settings, reference)
     out = out_root / "eval" / (out_name or eval_dirname(settings.split, settings.checkpoint, tag))
-    described = {**vars(settings), "num_augs": settings.num_augs if settings.maj else 1}
+    described = vars(sampled(settings))
     _check_existing(out, described, force)
+    check_writable(out)  # before the work, not after it
+    task_index = {task_id: i for i, task_id in enumerate(model.task_ids)}
+    check_known(tasks.tasks, task_index, settings.split, run_dir)
     setup_cpu(None, device)
     diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
-    task_index = {task_id: i for i, task_id in enumerate(model.task_ids)}
     if not console.is_terminal and progress:  # no bar in a log file: a line per phase
         console.print(f"sampling {len(tasks)} tasks of {settings.split} into {out}", markup=False)
     start = time.monotonic()
-    bar = progress_bar("sample", console, progress, info=False)
+    bar = progress_bar("sample", console, progress, info=False, unit="views")
     with bar:
         predictions = model.predict(
             diffusion,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -244,6 +245,24 @@ class _Item:
     aug: Augmentation
 
 
+def check_known(
+    tasks: Sequence[Task], task_index: Mapping[str, int], source: str = "", run: Path | None = None
+) -> None:
+    """Every task has a row in the model's task embedding; otherwise a DataError naming the
+    new tasks and the command that handles them (``arcdiff lora``)."""
+    new = [task.id for task in tasks if task.id not in task_index]
+    if not new:
+        return
+    shown = ", ".join(new[:3]) + (f" and {len(new) - 3} more" if len(new) > 3 else "")
+    where = f"--run {run}" if run else "--run RUN"
+    tasks_opt = source or "SOURCE"
+    raise DataError(
+        f"{len(new)} task(s) have no embedding in this model (it never trained on them: "
+        f"{shown}); adapt it to new tasks with `arcdiff lora {where} --tasks {tasks_opt}`, "
+        "then `arcdiff evaluate --adapter NAME`"
+    )
+
+
 def predict_tasks(
     model: Denoiser,
     diffusion: DiscreteDiffusion,
@@ -288,9 +307,8 @@ def predict_tasks(
     rng = np.random.default_rng(seed)
     identity = Augmentation.identity()
     items: list[_Item] = []
+    check_known(tasks, task_index)
     for t, task in enumerate(tasks):
-        if task.id not in task_index:
-            raise DataError(f"task {task.id} has no embedding in this model (not trained on)")
         for i in range(len(task.test_inputs)):
             if not maj:
                 items += [_Item(t, i, identity)] * samples

@@ -125,7 +125,9 @@ def toy2d(
     seed: Annotated[int | None, typer.Option(help="Seed of init, batches and sampling.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
-    """Train the 2D toy suite, print the results table, write final_info.json, samples and PNGs.
+    """Train the 2D toy suite and print its results table.
+
+    Writes final_info.json, samples and PNGs.
 
     Fields come from the defaults, then --config, then the flags, then --set.
     """

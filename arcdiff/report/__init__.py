@@ -7,7 +7,8 @@ artefact: it reads the test outputs of the evaluated split to draw the truth. Wh
 directory lacks (no evaluation yet, no metrics) is said in the report instead of failing.
 """
 
+from arcdiff.report.compare import write_comparison
 from arcdiff.report.tables import compare_table, per_task_table, summary_table
 from arcdiff.report.write import write_report
 
-__all__ = ["compare_table", "per_task_table", "summary_table", "write_report"]
+__all__ = ["compare_table", "per_task_table", "summary_table", "write_comparison", "write_report"]

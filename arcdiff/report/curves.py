@@ -36,25 +36,52 @@ def smooth(values: np.ndarray, span: int) -> np.ndarray:
 def _figure() -> tuple[Any, Any]:
     """A 640x340 figure with one axes over training steps."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6.4, 3.4), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.set_xlabel("step")
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, never 0.2 of one
     return fig, ax
+
+
+# (key, colour, line width, line style): the total loss is wide and solid, the colour loss
+# (most of it, so close beside it) dashed on top, so neither hides the other
+LOSSES = (
+    ("loss", "#1f1f1f", 2.6, "-"),
+    ("colour_loss", "#2e8b57", 1.3, "--"),
+    ("size_loss", "#c0504d", 1.3, "-"),
+)
+
+
+def robust_limits(values: Sequence[np.ndarray], log: bool) -> tuple[float, float, bool]:
+    """y-limits that hold the 1st to 99th percentile of every series with a margin, so a few
+    spikes (the raw size loss) do not set the axis; also whether anything lies outside."""
+    low = min(float(np.percentile(v, 1)) for v in values)
+    high = max(float(np.percentile(v, 99)) for v in values)
+    if log:
+        bottom, top = low / 1.3, high * 1.3
+    else:
+        pad = 0.08 * (high - low or abs(high) or 1.0)
+        bottom, top = low - pad, high + pad
+    clipped = any(float(v.max()) > top or float(v.min()) < bottom for v in values)
+    return bottom, top, clipped
 
 
 def _plot_losses(metrics: Sequence[dict[str, Any]], path: Path) -> bool:
     fig, ax = _figure()
     drawn = []
-    for key, colour in (("loss", "#1f4e79"), ("colour_loss", "#2e8b57"), ("size_loss", "#c0504d")):
+    for key, colour, width, style in LOSSES:
         steps, values = _series(metrics, key)
         if not len(steps):
             continue
         span = int(np.clip(len(values) // 40, 1, 500))
         ax.plot(steps, values, color=colour, alpha=0.2, linewidth=0.8)
-        ax.plot(steps, smooth(values, span), color=colour, linewidth=1.6, label=key)
+        label = "loss (total)" if key == "loss" else key
+        smoothed = smooth(values, span)
+        ax.plot(steps, smoothed, color=colour, linewidth=width, linestyle=style, label=label)
         drawn.append(values)
     if not drawn:
         return False
@@ -62,13 +89,18 @@ def _plot_losses(metrics: Sequence[dict[str, Any]], path: Path) -> bool:
     for i, step in enumerate(skipped):
         ax.axvline(step, color="red", alpha=0.4, linewidth=0.8, label="skipped" if not i else None)
     low, high = min(v.min() for v in drawn), max(v.max() for v in drawn)
-    if low > 0 and high / low > 4:  # a loss that falls far reads better on a log scale
+    log = bool(low > 0 and high / low > 4)  # a loss that falls far reads better on a log scale
+    if log:
         from matplotlib.ticker import FuncFormatter
 
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
-    ax.set_title("training loss (faint: raw, solid: smoothed)")
+    bottom, top, clipped = robust_limits(drawn, log)
+    ax.set_ylim(bottom, top)
+    ax.set_ylabel("loss")
+    title = "training loss (faint: raw, solid: smoothed)"
+    ax.set_title(title + ("; spikes beyond the 99th percentile clipped" if clipped else ""))
     ax.legend(frameon=False)
     fig.savefig(path)
     return True
@@ -87,6 +119,7 @@ def _plot_lr(metrics: Sequence[dict[str, Any]], path: Path) -> bool:
     fig, ax = _figure()
     ax.plot(steps, values, color="#1f4e79", linewidth=1.6)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.set_ylabel("learning rate")
     ax.set_title("learning rate")
     fig.savefig(path)
     return True
@@ -135,13 +168,21 @@ def _plot_quick(metrics: Sequence[dict[str, Any]], path: Path) -> bool:
         return False
     fig, ax = _figure()
     marker = "o" if len(steps) <= 60 else None
+    top = float(values.max())
     ax.plot(steps, values, color="#1f4e79", marker=marker, markersize=3, label="pass@2")
     steps, values = _series(metrics, "quick_oracle")
     if len(steps):
         ax.plot(steps, values, color="#c0504d", marker=marker, markersize=3, label="oracle")
-    ax.set_ylim(bottom=0)
+        top = max(top, float(values.max()))
+    # a little room below 0 and at least 10% above, so a run of zeros reads as a line of
+    # zeros, not as the axis itself
+    ax.set_ylim(-0.02, max(0.1, top * 1.15))
+    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= max(0.1, top * 1.15)])
+    ax.set_ylim(-0.02, max(0.1, top * 1.15))
     ax.yaxis.set_major_formatter(_percent())
-    ax.set_title("quick evaluation during training (no vote)")
+    ax.set_ylabel("tasks")
+    note = "; nothing solved yet" if top == 0 else ""
+    ax.set_title(f"quick evaluation during training (no vote){note}")
     ax.legend(frameon=False)
     fig.savefig(path)
     return True

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
 from collections.abc import Sequence
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -50,7 +52,7 @@ def _grid(grid: Grid | None, cell: int, title: str, ok: bool | None, note: str =
     )
 
 
-def _kv_table(headers: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> str:
+def kv_table(headers: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> str:
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
     body = "".join(
@@ -94,8 +96,13 @@ def _task(split: SplitReport, task_id: str) -> str:
     return "".join(parts)
 
 
-def page(report: Report) -> str:
-    """The HTML page of a report, styles inline."""
+def data_uri(png: Path) -> str:
+    """A PNG file as a ``data:`` URI: the page carries its images, so it travels alone."""
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def page(report: Report, folder: Path) -> str:
+    """The HTML page of a report: styles inline, the curves (PNGs in ``folder``) embedded."""
     run = report.run
     e = html.escape
     nav = ['<a href="#scores">scores</a>', '<a href="#training">training</a>']
@@ -114,14 +121,16 @@ def page(report: Report) -> str:
         '<h2 id="scores">Scores</h2>',
     ]
     headers, rows = score_columns(report.splits)
-    body.append(_kv_table(headers, rows) if headers else '<p class="meta">No scores yet.</p>')
+    body.append(kv_table(headers, rows) if headers else '<p class="meta">No scores yet.</p>')
 
     body.append('<h2 id="training">Training</h2>')
     if run.metrics:
         facts = training_rows(run.metrics)
         facts.insert(0, ("parameters", report.params))
-        body.append(_kv_table([], [(k, [v]) for k, v in facts]))
-        images = "".join(f'<img src="{f}" alt="{e(title)}">' for f, title in report.curves)
+        body.append(kv_table([], [(k, [v]) for k, v in facts]))
+        images = "".join(
+            f'<img src="{data_uri(folder / f)}" alt="{e(title)}">' for f, title in report.curves
+        )
         body.append(f'<div class="curves">{images}</div>')
     else:
         body.append('<p class="meta">No metrics yet.</p>')

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
+from arcdiff.report.compare import compare_runs
 from arcdiff.report.format import mark, pct
-from arcdiff.report.read import params_text, read_run
-from arcdiff.report.rows import sorted_tasks, summary_rows, training_rows
+from arcdiff.report.rows import sorted_tasks, summary_rows
 
 
 def summary_table(scores: dict[str, Any]) -> Table:
@@ -47,38 +46,16 @@ def per_task_table(scores: dict[str, Any]) -> Table:
 
 def compare_table(run_dirs: list[Path]) -> Table:
     """Runs side by side, one column each: config, size, training and every evaluated split."""
-    runs = [read_run(Path(d)) for d in run_dirs]
+    c = compare_runs(run_dirs)
     table = Table(title="runs", show_lines=False)
     table.add_column("", style="bold")
-    for run in runs:
-        table.add_column(escape(str(run.path)), justify="right")
-
-    def row(label: str, values: Iterable[str]) -> None:
-        table.add_row(label, *values)
-
-    row("config", (escape(r.name) for r in runs))
-    row("parameters", (params_text(r)[0] for r in runs))
-    training = [dict(training_rows(r.metrics)) if r.metrics else {} for r in runs]
-    for label in ("steps", "train loss (mean of last 10)", "val loss / acc"):
-        row(label, (escape(t.get(label, "—")) for t in training))
-    splits = list(dict.fromkeys(e.split for r in runs for e in r.evals))
-    for split in splits:
-        table.add_section()
-        per_run = [
-            next(
-                (dict(summary_rows(e.scores)) for e in r.evals if e.split == split and e.scores), {}
-            )
-            for r in runs
-        ]
-        table.add_row(f"[cyan]{escape(split)}[/]", *("" for _ in runs))
-        for label, key in (
-            ("pass@2", "pass@2"),
-            ("oracle", "oracle (truth among candidates)"),
-            ("size accuracy", "size accuracy"),
-            ("cell acc (size-correct)", "cell accuracy (size-correct attempt 1)"),
-            ("same shape: cell acc vs copy", "same-shape tests: cell accuracy vs copy-the-input"),
-            ("tasks solved", "tasks solved"),
-            ("wall time", "wall time"),
-        ):
-            row(f"  {label}", (escape(p.get(key, "—")) for p in per_run))
+    for run in c.runs:
+        table.add_column(escape(run), justify="right")
+    for i, (title, rows) in enumerate(c.sections):
+        if i:
+            table.add_section()
+            table.add_row(f"[cyan]{escape(title)}[/]", *("" for _ in c.runs))
+        indent = "  " if i else ""
+        for label, values in rows:
+            table.add_row(f"{indent}{label}", *(escape(v) for v in values))
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -10,18 +11,27 @@ from arcdiff.report.curves import CURVES
 from arcdiff.report.html import page
 from arcdiff.report.markdown import markdown
 from arcdiff.report.panels import panel_png
-from arcdiff.report.read import params_text, read_run
+from arcdiff.report.read import RunFiles, params_text, read_run
 from arcdiff.report.views import Report, split_report
+from arcdiff.runs.lock import run_lock
+from arcdiff.runs.paths import check_writable
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write run_dir/report/{report.md, report.html} and their PNGs; returns the HTML path.
+def write_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write ``out`` (default run_dir/report/): report.md with its PNGs beside it, and
+    report.html, one file with every plot embedded; returns the HTML path.
 
     A missing run directory is a CheckpointError; anything missing inside it (evaluation,
-    metrics, config) is noted in the report.
-    """
+    metrics, config) is noted in the report. Writing into the run holds its lock."""
     run = read_run(Path(run_dir))
-    out = run.path / "report"
+    out = out or run.path / "report"
+    inside = out.resolve().is_relative_to(run.path.resolve())
+    with run_lock(run.path, "report") if inside else contextlib.nullcontext():
+        return _write(run, out)
+
+
+def _write(run: RunFiles, out: Path) -> Path:
+    check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     if run.config is None:
@@ -61,5 +71,5 @@ def write_report(run_dir: Path) -> Path:
     report = Report(run, params, notes, curves, splits, generated)
     (out / "report.md").write_text(markdown(report), encoding="utf-8")
     html_path = out / "report.html"
-    html_path.write_text(page(report), encoding="utf-8")
+    html_path.write_text(page(report, out), encoding="utf-8")
     return html_path

@@ -109,24 +109,30 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def differences(
+    expected: dict[str, Any], found: dict[str, Any], prefix: str = ""
+) -> list[tuple[str, str]]:
+    """Every key (dotted) where two nested dicts differ, with a description, in key order."""
+    out: list[tuple[str, str]] = []
+    for key in sorted(set(expected) | set(found)):
+        name = f"{prefix}{key}"
+        if key not in found:
+            out.append((name, f"{name} is missing"))
+        elif key not in expected:
+            out.append((name, f"{name} is unexpected"))
+        elif isinstance(expected[key], dict) and isinstance(found[key], dict):
+            out += differences(expected[key], found[key], f"{name}.")
+        elif expected[key] != found[key]:
+            out.append((name, f"{name}: expected {expected[key]!r}, found {found[key]!r}"))
+    return out
+
+
 def first_difference(
     expected: dict[str, Any], found: dict[str, Any], prefix: str = ""
 ) -> str | None:
     """The first key (dotted) where two nested dicts differ, described; None if equal."""
-    for key in sorted(set(expected) | set(found)):
-        name = f"{prefix}{key}"
-        if key not in found:
-            return f"{name} is missing"
-        if key not in expected:
-            return f"{name} is unexpected"
-        a, b = expected[key], found[key]
-        if isinstance(a, dict) and isinstance(b, dict):
-            inner = first_difference(a, b, f"{name}.")
-            if inner:
-                return inner
-        elif a != b:
-            return f"{name}: expected {a!r}, found {b!r}"
-    return None
+    found_all = differences(expected, found, prefix)
+    return found_all[0][1] if found_all else None
 
 
 def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> None:

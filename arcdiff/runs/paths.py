@@ -7,6 +7,7 @@ step), ``checkpoints/<name>.pt`` (``final``, ``best``, ``last``, ``step_*``, ``m
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import orjson
 import torch
 
 import arcdiff
-from arcdiff.errors import CheckpointError, ConfigError, DataError
+from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError, ResourceError
 
 CHECKPOINTS = ("final", "best", "last")  # the checkpoints every finished run has
 CONFIG = "config.json"
@@ -51,6 +52,23 @@ def write_json(path: Path, payload: Any) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(folder: Path) -> None:
+    """``folder`` can be created and written into: checked before a long job writes there.
+    An OutputError names the folder and why not (not a folder, read-only)."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    why = (
+        f"{probe} is not a folder"
+        if not probe.is_dir()
+        else f"{probe} is read-only"
+        if not os.access(probe, os.W_OK | os.X_OK)
+        else ""
+    )
+    if why:
+        raise OutputError(f"{folder}: cannot be written ({why}); nothing was sampled")
 
 
 def metrics_rows(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
@@ -93,16 +111,44 @@ def select_device(name: str | None = None) -> torch.device:
     """``name`` if given (a ConfigError if torch does not know it), else cuda, mps, cpu."""
     if name:
         try:
-            return torch.device(name)
+            device = torch.device(name)
         except RuntimeError:
             raise ConfigError(
                 f"--device {name!r}: not a device (expected cpu, cuda, cuda:N or mps)"
             ) from None
+        _check_available(device)
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _check_available(device: torch.device) -> None:
+    """A device this torch build or machine lacks is a ResourceError naming --device."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "was built without CUDA" if torch.version.cuda is None else "sees no GPU"
+            raise ResourceError(
+                f"--device {device}: this torch ({torch.__version__}) {built}; "
+                "use --device cpu (or leave --device out)"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ResourceError(
+                f"--device {device}: this machine has {count} CUDA device(s) (cuda:0 to "
+                f"cuda:{count - 1})"
+            )
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ResourceError(
+                f"--device mps: not available to this torch ({torch.__version__}; MPS needs "
+                "Apple silicon and a macOS build); use --device cpu (or leave --device out)"
+            )
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {device}: not supported (expected cpu, cuda, cuda:N or mps)")
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from arcdiff.config import Config, config_from_dict, config_to_dict
-from arcdiff.errors import CheckpointError, OutputError
-from arcdiff.runs.checkpoint import FROZEN_SECTIONS, first_difference, newest_checkpoint
+from arcdiff.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
+from arcdiff.errors import CheckpointError, ConfigError, OutputError
+from arcdiff.runs.checkpoint import (
+    FROZEN_SECTIONS,
+    differences,
+    first_difference,
+    newest_checkpoint,
+)
+from arcdiff.runs.paths import CONFIG
 
 
 def run_files(run_dir: Path) -> list[str]:
@@ -80,3 +92,64 @@ def check_resumable(state: dict[str, Any], cfg: Config, task_ids: list[str], whe
             raise CheckpointError(f"{where}: config differs from the checkpoint's: {diff}")
     if state.get("task_ids") != task_ids:
         raise CheckpointError(f"{where}: the checkpoint was trained on other tasks")
+
+
+# What a resumed run may change (by --set, or a --config that differs from RUN/config.json):
+# its budget, checkpointing, logging and CPU threads. Anything else would train another run.
+RESUMABLE = frozenset(
+    f"train.{name}"
+    for name in (
+        "max_steps",
+        "max_minutes",
+        "horizon_steps",
+        "checkpoint_minutes",
+        "save_every",
+        "snapshot_minutes",
+        "eval_every",
+        "quick_eval_every",
+        "quick_eval_tasks",
+        "threads",
+        "wandb",
+        "wandb_project",
+        "wandb_mode",
+    )
+)
+
+
+def resume_config(
+    run_dir: Path, config: str | None, overrides: Sequence[str]
+) -> tuple[Config, str | None]:
+    """The config an existing run continues with, and a note for the user (or None).
+
+    ``RUN/config.json`` with ``overrides`` on top; an override outside RESUMABLE is a
+    ConfigError naming every differing field. A ``config`` (--config) is not applied to an
+    existing run: where it differs from config.json the note says so. Without a config.json
+    (a run killed before it wrote one), ``config`` and ``overrides`` as given."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        return load_config(config, overrides), None
+    saved = load_config(path)
+    cfg = apply_overrides(saved, overrides)
+    changed = [
+        text
+        for key, text in differences(config_to_dict(saved), config_to_dict(cfg))
+        if key not in RESUMABLE
+    ]
+    if changed:
+        raise ConfigError(
+            f"--set changes {len(changed)} field(s) of {path} that a run in progress cannot "
+            f"change: {'; '.join(changed)}. A resume may change train.max_steps, max_minutes, "
+            "checkpointing, logging and threads; start a new run with another --out for more"
+        )
+    note = None
+    if config is not None:
+        given = differences(config_to_dict(saved), config_to_dict(load_config(config)))
+        given = [key for key, _ in given if key != "name"]
+        if given:
+            shown = ", ".join(given[:4]) + (", ..." if len(given) > 4 else "")
+            note = (
+                f"{run_dir} holds a run: it continues with its own {CONFIG}; --config {config} "
+                f"differs in {len(given)} field(s) ({shown}) and is not applied (--set changes "
+                "the budget)"
+            )
+    return cfg, note

@@ -30,6 +30,7 @@ from arcdiff.data.dataset import TrainingStream, stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import TrainingError
 from arcdiff.model.denoiser import Denoiser
+from arcdiff.runs.banner import start_banner
 from arcdiff.runs.checkpoint import (
     build_model,
     checkpoint_state,
@@ -277,10 +278,17 @@ def train(
         if ddp.is_main:
             save_config(s.cfg, run_dir / "config.json")
             console.print(
-                f"[bold]{cfg.name}[/]: {s.model.num_params():,} parameters, "
-                f"{s.stream.num_tasks} tasks, {s.stream.num_pairs} training pairs "
-                f"+ {s.stream.num_alone} grids alone, device {device} ({cpu.describe()}), "
-                f"world size {ddp.world}"
+                start_banner(
+                    cfg,
+                    run_dir,
+                    params=s.model.num_params(),
+                    tasks=s.stream.num_tasks,
+                    pairs=s.stream.num_pairs,
+                    alone=s.stream.num_alone,
+                    device=device,
+                    world=ddp.world,
+                    step=s.step,
+                )
             )
         keep = (s.metrics_rows, s.step) if begin is not None else None
         logger = s.logger = MetricsLogger(run_dir, cfg, enabled=ddp.is_main, keep=keep)

@@ -251,7 +251,8 @@ def test_tasks_the_model_was_not_trained_on_are_a_data_error():
 
     tasks = load_tasks("aa1:eval", max_size=10, limit=2)
     model = Denoiser(num_tasks=1, max_size=10, d_model=16, n_heads=2, n_layers=1)
-    with pytest.raises(DataError, match=f"task {tasks.ids[1]} has no embedding"):
+    new_task = rf"have no embedding in this model \(it never trained on them: {tasks.ids[1]}\)"
+    with pytest.raises(DataError, match=new_task + ".*arcdiff lora --run RUN --tasks SOURCE"):
         predict_tasks(model, DiscreteDiffusion(), tasks.tasks, {tasks.ids[0]: 0}, num_steps=1)
 
 

@@ -1,4 +1,7 @@
+import base64
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +55,8 @@ def test_report_draws_every_task_with_truth_and_both_attempts(tmp_path):
     for curve in ("loss.png", "lr.png", "val_acc.png", "val_loss.png", "quick_eval.png"):
         data = (report / curve).read_bytes()
         assert data.startswith(MARKER_PNG) and len(data) > 5000
-        assert f'<img src="{curve}"' in page and f"]({curve})" in markdown
+        embedded = f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}"'
+        assert embedded in page and f"]({curve})" in markdown
     assert "<details><summary>resolved config" in page
     assert "50.0%" in page  # pass@2 = (1 + 0 + 0.5) / 3
 
@@ -82,3 +86,18 @@ def test_a_missing_run_directory_is_a_one_line_error(tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(CheckpointError, match="not a run directory"):
         compare_table([tmp_path])
+
+
+def test_report_html_alone_is_the_whole_report(tmp_path):
+    """report.html refers to no file: copied alone, it still shows every plot (its images
+    are data: URIs, its styles inline); the only links are to its own sections."""
+    run = make_run(tmp_path / "runs")
+    alone = tmp_path / "mailed"
+    alone.mkdir()
+    page = Path(shutil.copy(write_report(run), alone)).read_text(encoding="utf-8")
+    references = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    references += re.findall(r"url\(([^)]*)\)", page)
+    assert references, "the page has images and section links"
+    external = [r for r in references if not r.startswith(("data:image/png;base64,", "#"))]
+    assert external == []
+    assert page.count('<img src="data:image/png;base64,') == 5  # every curve of make_run

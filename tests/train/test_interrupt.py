@@ -22,6 +22,7 @@ from arcdiff.cli import app
 from arcdiff.config import load_config
 from arcdiff.errors import OutputError
 from arcdiff.runs.checkpoint import load_checkpoint
+from arcdiff.runs.lock import LOCK
 from arcdiff.train import trainer as trainer_module
 from arcdiff.train.logging import read_metrics
 from arcdiff.train.trainer import train
@@ -154,7 +155,8 @@ def test_a_new_run_never_replaces_part_of_an_old_one(tmp_path, runner, present):
     assert result.exit_code == 1
     assert "already holds a run; pass --resume" in one_error_line(result)
     assert present in one_error_line(result)
-    assert [p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()] == [present]
+    kept = [p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()]
+    assert [p for p in kept if p != LOCK] == [present]  # the lock file is the refused run's
     assert (run / present).read_bytes() == b"the old run's file"
 
 

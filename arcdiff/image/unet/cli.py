@@ -50,7 +50,9 @@ def train(
     ] = True,
     set_: Sets = None,
 ) -> None:
-    """Train a U-Net on images, then write sample grids and diagnostics into the run dir."""
+    """Train a U-Net on images.
+
+    Then writes sample grids and diagnostics into the run directory."""
     from arcdiff.image.unet.config import load_image_config
     from arcdiff.image.unet.diagnostics import write_diagnostics
     from arcdiff.image.unet.latent import load_vae_run
@@ -104,7 +106,9 @@ def sample(
     ] = False,
     threads: Threads = None,
 ) -> None:
-    """Draw samples from a trained run's EMA model into a PNG grid (one row per class)."""
+    """Draw samples of a trained run into a PNG grid.
+
+    The run's EMA model draws one row per class."""
     import numpy as np
     import torch
 
@@ -159,7 +163,9 @@ def sweep(
     set_: Sets = None,
     threads: Threads = None,
 ) -> None:
-    """DDIM steps (and DDPM, and guidance) sweep: wall time and sample quality per setting."""
+    """Sweep the sampling steps: wall time and quality.
+
+    DDIM steps (and DDPM, and guidance): wall time and sample quality per setting."""
     from dataclasses import replace
 
     from arcdiff.image.unet.config import apply_image_overrides
@@ -227,7 +233,9 @@ def vae(
     ] = None,
     set_: Sets = None,
 ) -> None:
-    """Train the VAE of a latent model; write reconstruction.png and the reconstruction MSE."""
+    """Train the VAE of a latent model.
+
+    Writes reconstruction.png and the reconstruction MSE."""
     from arcdiff.image.unet.config import load_image_config
     from arcdiff.image.unet.run import load_data, torch_threads
     from arcdiff.image.unet.vae_train import train_vae
