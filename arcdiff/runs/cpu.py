@@ -100,15 +100,13 @@ class Slowdown:
     threads were, and the thread count it asks the run to continue on (None: unchanged)."""
 
     rate: float
-    reference: float
+    reference: float | None  # None: the run's first window was already shared
     busy: float
     threads: int | None
 
     def message(self) -> str:
-        seen = (
-            f"{self.rate:.2f} steps/s against {self.reference:.2f} at its start, its threads "
-            f"{self.busy:.0%} busy"
-        )
+        against = f" against {self.reference:.2f} at its start" if self.reference else ""
+        seen = f"{self.rate:.2f} steps/s{against}, its threads {self.busy:.0%} busy"
         if self.threads is not None:
             return (
                 f"the CPU is shared with another process ({seen}); continuing on "
@@ -151,11 +149,13 @@ class CpuWatch:
             return None
         rate, busy = w[0] / w[1], w[2] / (w[1] * self.threads)
         self._window = [0.0, 0.0, 0.0]
-        reference = self.reference = self.reference or rate
+        reference = self.reference
         if self.threads > 1 and busy < self.min_busy:
             self.threads, self.reference = 1, None  # a new reference on one thread
             return Slowdown(rate, reference, busy, 1)
-        if self.threads == 1 and not self._told and rate < self.fraction * reference:
+        if reference is None:
+            self.reference = rate
+        elif self.threads == 1 and not self._told and rate < self.fraction * reference:
             self._told = True
             return Slowdown(rate, reference, busy, None)
         return None

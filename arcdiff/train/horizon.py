@@ -66,6 +66,11 @@ class Horizon:
             return lr_factor(step, t.warmup_steps, step + 1, "constant")
         return lr_factor(step, t.warmup_steps, self.steps, t.lr_schedule)
 
+    def retime(self) -> None:
+        """Forget the steps timed so far (the run changed its threads): a horizon not fixed
+        yet is estimated from the steps that follow, the learning rate held at its peak."""
+        self.timed.clear()
+
     def time_step(self, seconds: float) -> None:
         if self.pending:
             self.timed.append(seconds)

@@ -369,6 +369,7 @@ def train(
                 if slow is not None:
                     if slow.threads is not None:
                         torch.set_num_threads(slow.threads)
+                        s.horizon.retime()  # the warmup's rate no longer holds
                     say(f"step {s.step}: {slow.message()}")
                     logger.log(s.step, slow.metrics())
                 if not r.applied:

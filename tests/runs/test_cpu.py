@@ -83,6 +83,9 @@ def test_a_shared_cpu_moves_a_two_thread_run_to_one_thread():
     assert event.metrics()["threads"] == 1.0
     # on one thread from now on, with a reference of its own
     assert windows(watch, 3, rate=1.25, busy=0.99) == []
+    # shared from its first window: no reference to name
+    (first,) = windows(CpuWatch(threads=2), 1, rate=0.5, busy=0.6)
+    assert first.reference is None and "against" not in first.message()
 
 
 def test_a_one_thread_run_is_told_once_when_its_rate_collapses():
