@@ -100,7 +100,8 @@ def _plot_losses(metrics: Sequence[dict[str, Any]], path: Path) -> bool:
     ax.set_ylim(bottom, top)
     ax.set_ylabel("loss")
     title = "training loss (faint: raw, solid: smoothed)"
-    ax.set_title(title + ("; spikes beyond the 99th percentile clipped" if clipped else ""))
+    # the clipping note on a line of its own: one line of both is wider than the figure
+    ax.set_title(title + ("\nspikes beyond the 99th percentile clipped" if clipped else ""))
     ax.legend(frameon=False)
     fig.savefig(path)
     return True
