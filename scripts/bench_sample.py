@@ -7,9 +7,9 @@ Builds the preset's model at its real size (weights from ``--run DIR``'s final c
 given, else freshly initialised: the compute per step is the same), loads the preset's eval
 split with its ``data.max_size`` filter, and times ``predict_tasks`` (the evaluator's batched
 sampler: every test input under ``--num-augs`` augmentations, ``--num-steps`` steps, two passes
-per step when the model self-conditions) end to end, after a warm-up batch. Prints decoded
-samples per second, model forward passes per second and the time a full evaluation of the
-split takes.
+per step when the model self-conditions, canvases cropped as evaluate crops them) end to end,
+after a warm-up batch. Prints decoded samples per second, model forward passes per second and
+the time a full evaluation of the split takes.
 """
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--crop",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop canvases to each batch's largest grid (default: as evaluate, when the run "
+        "trained with size buckets)",
+    )
     args = parser.parse_args()
     device = select_device(args.device)
     setup_cpu(args.threads, device)  # as evaluate: threads, denormals, the allocator
@@ -60,7 +67,9 @@ def main() -> None:
     diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
     tasks = load_tasks(cfg.eval.split, max_size=cfg.data.max_size, limit=args.limit)
     index = {task_id: i for i, task_id in enumerate(task_ids)}
+    crop = cfg.data.bucket_window > 1 if args.crop is None else args.crop
     settings = dict(
+        crop=crop,
         num_steps=args.num_steps,
         maj=True,
         num_augs=args.num_augs,
@@ -87,6 +96,7 @@ def main() -> None:
         "samples": samples,
         "num_steps": args.num_steps,
         "passes_per_step": passes,
+        "crop": crop,
         "wall_s": wall,
         "samples_per_s": samples / wall,
         "example_forwards_per_s": samples * args.num_steps * passes / wall,
@@ -99,12 +109,14 @@ def main() -> None:
         "samples",
         "num_steps",
         "passes_per_step",
+        "crop",
         "wall_s",
         "samples_per_s",
         "example_forwards_per_s",
     ):
         value = result[key]
-        table.add_row(key, f"{value:,.2f}" if isinstance(value, float) else f"{value:,}")
+        shown = str(value) if isinstance(value, bool) else f"{value:,}"
+        table.add_row(key, f"{value:,.2f}" if isinstance(value, float) else shown)
     Console().print(table)
     print(
         f"{cfg.name}: {result['samples_per_s']:.2f} test inputs x augmentations per second; "
