@@ -31,7 +31,7 @@ from arcdiff.runs.device import (
     restore_cuda_rng,
     seeded_generator,
 )
-from arcdiff.train import trainer as trainer_module
+from arcdiff.train import session as session_module
 from arcdiff.train.logging import read_metrics
 from arcdiff.train.trainer import train
 from tests.conftest import SMALL_TASKS, tiny_overrides
@@ -213,14 +213,14 @@ def test_cpu_bf16_on_a_cpu_without_it_is_a_config_error(monkeypatch, tmp_path):
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has neither AMX nor AVX512-BF16")
 def test_cpu_bf16_training_runs_its_forward_in_bf16_and_learns(monkeypatch, tmp_path):
     seen: list[torch.dtype] = []
-    real_build = trainer_module.build_model
+    real_build = session_module.build_model
 
     def build_and_watch(cfg, num_tasks):
         model = real_build(cfg, num_tasks)
         model.colour_head.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
         return model
 
-    monkeypatch.setattr(trainer_module, "build_model", build_and_watch)
+    monkeypatch.setattr(session_module, "build_model", build_and_watch)
     overrides = tiny_overrides(train__cpu_bf16=True, train__max_steps=30, train__eval_every=30)
     result = train(
         load_config(None, overrides), tmp_path / "run", device=torch.device("cpu"), progress=False
