@@ -34,6 +34,9 @@ class DataConfig:
     eval_sources: list[str] = field(default_factory=lambda: ["aa1:eval"])
     max_size: int = 30  # canvas side; tasks with a larger demonstration or test input are dropped
     ids: list[str] | None = None  # keep only these task ids
+    # tasks kept out of training entirely: task ids, or sources such as "aa1:eval@unseen"
+    # whose every task is kept out (data/holdout.py); `arcdiff solve` meets them first
+    exclude_ids: list[str] = field(default_factory=list)
     limit: int | None = None  # keep the first N tasks of each source
     eval_weight: float = 0.5  # share of training examples drawn from eval-split demonstrations
     augment: bool = True  # a fresh random dihedral transform + colour permutation per example

@@ -37,6 +37,7 @@ import torch
 from arcdiff.config import DataConfig
 from arcdiff.data.augment import augment_canvases, sample_augmentations
 from arcdiff.data.encode import encode_grids
+from arcdiff.data.holdout import excluded_ids
 from arcdiff.data.tasks import Pair, Task, TaskSet, load_tasks
 from arcdiff.errors import DataError
 
@@ -289,9 +290,11 @@ def stream_from_config(cfg: DataConfig, *, rank: int = 0, world_size: int = 1) -
     """Load and validate the configured sources and build the training stream.
 
     ``cfg.val_pairs`` demonstrations of train-split tasks are held out of the stream for
-    validation (:meth:`TrainingStream.validation_batch`).
+    validation (:meth:`TrainingStream.validation_batch`). ``cfg.exclude_ids``' tasks are not
+    read at all.
     """
     filters = {"max_size": cfg.max_size, "ids": cfg.ids, "limit": cfg.limit, "missing_ok": True}
+    filters["exclude"] = excluded_ids(cfg.exclude_ids)  # held out: nothing of theirs is read
     train = load_tasks(cfg.train_sources, **filters) if cfg.train_sources else TaskSet("", (), {})
     evals = load_tasks(cfg.eval_sources, **filters) if cfg.eval_sources else None
     if cfg.ids is not None:

