@@ -361,6 +361,79 @@ def lora_command(
         )
 
 
+SOLVE_DEFAULTS = ["lora.mode=full", "lora.steps=100000"]  # a clock budget, every weight
+
+
+@app.command("solve")
+@user_errors
+def solve_command(
+    tasks: Annotated[str, typer.Argument(help=f"The tasks to answer: {SOURCE_HELP}")],
+    base: Annotated[
+        Path, typer.Option("--base", "--run", help="The trained run to start from (EMA weights).")
+    ],
+    minutes: Annotated[
+        float, typer.Option(help="The whole budget: test-time training and sampling.")
+    ] = 15.0,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where submission.json and the rest go (default: outputs/solve-TASKS)."),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="What trains: full, shared (one LoRA), embeddings-only (lora.mode)."),
+    ] = None,
+    per_task: Annotated[
+        bool, typer.Option("--per-task/--joint", help="One model per task, or one for all.")
+    ] = False,
+    ids: IdsOpt = None,
+    limit: LimitOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    checkpoint: CkptOpt = "final",
+    device: DeviceOpt = None,
+    progress: ProgressOpt = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an earlier solve in --out.")
+    ] = False,
+    stats: StatsOpt = False,
+) -> None:
+    """Answer tasks the base run has never seen: test-time training on their demonstrations,
+    then sampling, within --minutes; writes submission.json (every task, two attempts per
+    test input) and, when the tasks come with solutions, scores.json."""
+    from arcdiff.adapt import load_base, lora_config
+    from arcdiff.adapt.solve import STOPPED_FALLBACK, describe, solve_tasks
+    from arcdiff.data.tasks import load_tasks
+    from arcdiff.eval.evaluate import split_dirname
+    from arcdiff.runs.faults import out_of_memory_names
+    from arcdiff.runs.paths import select_device
+    from arcdiff.train.interrupt import TrainingInterrupted
+
+    base_run = load_base(base, checkpoint)
+    overrides = [*SOLVE_DEFAULTS, *(set_ or []), *([f"lora.mode={mode}"] if mode else [])]
+    cfg = lora_config(base_run, config, overrides)
+    task_set = load_tasks(tasks, ids=id_list(ids), limit=limit)  # every size: all are answered
+    out = out or Path("outputs") / f"solve-{split_dirname(tasks)}"
+    with out_of_memory_names("lora.batch_size", cfg.lora.batch_size):
+        manifest = solve_tasks(
+            base_run,
+            cfg,
+            task_set,
+            minutes=minutes,
+            out=out,
+            per_task=per_task or cfg.lora.mode == "per-task",
+            device=select_device(device),
+            console=console,
+            progress=progress,
+            force=force,
+        )
+    if "scores" in manifest:
+        _show_scores(orjson.loads((out / "scores.json").read_bytes()), stats)
+    console.print(describe(manifest), markup=False)
+    console.print(f"wrote {escape(str(out / 'submission.json'))}")
+    if STOPPED_FALLBACK in manifest["fallback"]:
+        raise TrainingInterrupted(f"interrupted: {out / 'submission.json'} names every task", 130)
+
+
 @app.command("report")
 @user_errors
 def report_command(

@@ -197,13 +197,18 @@ class LoraConfig:
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["qkv", "proj", "fc1", "fc2"])
-    steps: int = 200
+    steps: int = 200  # under a clock budget (`arcdiff solve --minutes`): the most it takes
     lr: float = 1e-3
     batch_size: int = 32
+    # share of the steps (or of the minutes) in which only the new task rows train, before
+    # the mode's weights join them; 0: everything from the start
+    embed_first: float = 0.0
+    augment: bool = True  # a fresh random dihedral transform + colour permutation per example
 
     def __post_init__(self) -> None:
         _check(self.rank >= 1, "lora.rank", "must be >= 1")
         _check(self.steps >= 1, "lora.steps", "must be >= 1")
+        _check(0.0 <= self.embed_first < 1.0, "lora.embed_first", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Training an adaptation: ``lora.steps`` steps of train/step.py's TrainStep on the tasks'
-demonstration pairs, a fresh augmentation per example; per-task mode runs it once per task."""
+"""Training an adaptation: ``lora.steps`` steps (or a clock budget) of train/step.py's
+TrainStep on the tasks' demonstration pairs, a fresh augmentation per example; per-task mode
+runs it once per task; ``lora.embed_first`` trains the new task rows alone first."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,7 @@ from peft.utils import set_peft_model_state_dict
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
-from torch import Tensor
+from torch import Tensor, nn
 
 from arcdiff.adapt.config import BaseRun
 from arcdiff.adapt.model import Adapted, TaskRows, adapted_task_ids, adapter_state, prepare
@@ -25,9 +27,13 @@ from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import DataError, TrainingError
 from arcdiff.runs.device import fast_math, seeded_generator
 from arcdiff.runs.paths import select_device
+from arcdiff.train.horizon import Horizon, StepBudget
+from arcdiff.train.interrupt import StopSignals
 from arcdiff.train.logging import MetricsLogger
-from arcdiff.train.optim import lr_factor, make_optimizer
+from arcdiff.train.optim import make_optimizer
 from arcdiff.train.step import TrainStep
+
+CLOCK_WARMUP = 10  # warmup steps of a clock-budgeted adaptation (its length is not known yet)
 
 
 @dataclass
@@ -41,6 +47,12 @@ class AdaptLoop:
     bar: Progress
     job: Any
     step: int = 0  # optimiser steps so far, over every task
+    clock: bool = False  # the bar counts seconds of a budget, not steps
+    stop: StopSignals | None = None  # Ctrl-C ends the training early (arcdiff solve)
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.received is not None
 
 
 def _with_rows(batch: Batch, rows: Tensor) -> Batch:
@@ -49,9 +61,17 @@ def _with_rows(batch: Batch, rows: Tensor) -> Batch:
 
 
 def train_steps(
-    adapted: Adapted, tasks: Sequence[Task], loop: AdaptLoop, seed: int, label: str
-) -> None:
-    """Train the trainable weights ``lora.steps`` steps on the tasks' demonstration pairs."""
+    adapted: Adapted,
+    tasks: Sequence[Task],
+    loop: AdaptLoop,
+    seed: int,
+    label: str,
+    steps: int,
+    budget_s: float | None = None,
+) -> int:
+    """Train the trainable weights on the tasks' demonstration pairs: ``steps`` steps, or with
+    ``budget_s`` as many as the clock allows, at most ``steps``: the rate of the first steps
+    fixes where the learning-rate cosine ends (train/horizon.py). Returns the steps taken."""
     cfg, lora = loop.cfg, loop.cfg.lora
     model = adapted.model
     rows = model.task_embed
@@ -59,16 +79,16 @@ def train_steps(
     optimizer = make_optimizer(
         model, lora.lr, cfg.train.weight_decay, loop.device, no_decay=new_rows
     )
-    warmup, kind = max(1, lora.steps // 10), cfg.train.lr_schedule
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, lora.steps, kind)
-    )
+    warmup = max(1, steps // 10) if budget_s is None else min(CLOCK_WARMUP, max(1, steps // 10))
+    minutes = None if budget_s is None else budget_s / 60
+    horizon = Horizon(StepBudget(warmup, steps, minutes, lr_schedule=cfg.train.lr_schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, horizon.factor)
     stream = TrainingStream(
         TaskSet("", (), {}),
         tasks,  # Task objects: demonstration pairs and test inputs, no test outputs
         max_size=cfg.data.max_size,
         eval_weight=1.0,
-        augment=cfg.data.augment,
+        augment=lora.augment,
         permute_background=cfg.data.permute_background,
         seed=seed,
         bucket_window=cfg.data.bucket_window,  # crops canvases as the base was trained, if it was
@@ -91,16 +111,68 @@ def train_steps(
     def draw(n: int) -> Batch:
         return _with_rows(stream.sample(n), task_rows)
 
-    for _ in range(lora.steps):
+    start = time.monotonic()
+    taken = 0
+    while taken < (horizon.steps or steps) and not loop.stopped:
+        if horizon.due(taken):
+            horizon.fix(taken, time.monotonic() - start, horizon.mean_step_s(), 0.0)
+            loop.logger.log(loop.step, {"horizon_steps": loop.step + horizon.steps - taken})
+        tic = time.monotonic()
         r = take_step(draw, lora.batch_size, noise_gen, noise_gen, loop.step, device=loop.device)
+        horizon.time_step(time.monotonic() - tic)
         if not r.applied:
             raise TrainingError(f"adapting {label}: non-finite loss at step {loop.step}")
         loop.step += 1
+        taken += 1
         metrics = {"loss": r.loss, **r.parts}
         metrics |= {"lr": scheduler.get_last_lr()[0], "grad_norm": r.grad_norm}
         loop.logger.log(loop.step, {**metrics, "task": label})
-        loop.bar.update(loop.job, advance=1, info=f"{escape(label)} loss {r.loss:.3f}")
+        info = f"{escape(label)} step {taken} loss {r.loss:.3f}"
+        if loop.clock:
+            loop.bar.update(loop.job, advance=time.monotonic() - tic, info=info)
+        else:
+            loop.bar.update(loop.job, advance=1, info=info)
+        if budget_s is not None and time.monotonic() - start >= budget_s:
+            break
     model.eval()
+    return taken
+
+
+def _rows_weight(model: nn.Module) -> nn.Parameter:
+    """The parameter that holds the new tasks' rows."""
+    rows = model.task_embed
+    return rows.new_rows if isinstance(rows, TaskRows) else rows.weight
+
+
+def train_staged(
+    adapted: Adapted,
+    tasks: Sequence[Task],
+    loop: AdaptLoop,
+    seed: int,
+    label: str,
+    budget_s: float | None = None,
+) -> int:
+    """``lora.embed_first`` of the steps (or of ``budget_s``) on the new task rows alone, then
+    the rest on every weight the mode trains; returns the steps taken."""
+    lora, model = loop.cfg.lora, adapted.model
+    steps, taken = loop.cfg.lora.steps, 0
+    if lora.embed_first > 0:
+        start = time.monotonic()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        model.requires_grad_(False)
+        _rows_weight(model).requires_grad_(True)
+        first = max(1, round(lora.embed_first * steps))
+        first_s = None if budget_s is None else lora.embed_first * budget_s
+        taken = train_steps(adapted, tasks, loop, seed, f"{label} rows", first, first_s)
+        for p in trainable:
+            p.requires_grad_(True)
+        model.train()
+        if budget_s is not None:
+            budget_s = max(0.0, budget_s - (time.monotonic() - start))
+        seed += 1_000_003  # the second stage draws other examples
+    if taken < steps and (budget_s is None or budget_s > 0):
+        taken += train_steps(adapted, tasks, loop, seed, label, steps - taken, budget_s)
+    return taken
 
 
 def adapt(
@@ -112,10 +184,16 @@ def adapt(
     device: torch.device | None = None,
     console: Console | None = None,
     progress: bool = True,
+    budget_s: float | None = None,
+    stop: StopSignals | None = None,
+    title: str | None = None,
 ) -> Adapted:
     """Adapt ``base`` to ``tasks`` as ``cfg.lora`` says; the training log goes to ``log_dir``.
 
     ``tasks`` are :class:`Task` objects: the adaptation cannot see their test outputs.
+    ``budget_s``: train by the clock (at most ``lora.steps`` steps per task; per-task mode
+    divides it evenly); ``stop``: a signal received there ends the training early. ``title``
+    labels the progress bar.
     """
     mode = cfg.lora.mode
     if not tasks:
@@ -126,19 +204,26 @@ def adapt(
     adapted.model.to(device)
     runs = len(tasks) if mode == "per-task" else 1
     logger = MetricsLogger(log_dir, cfg)
-    bar = progress_bar(f"adapt {mode}", console, progress)
+    bar = progress_bar(title or f"adapt {mode}", console, progress, count=budget_s is None)
     with bar:
-        job = bar.add_task(mode, total=runs * cfg.lora.steps, info="")
+        total = runs * cfg.lora.steps if budget_s is None else budget_s
+        job = bar.add_task(mode, total=total, info="")
         diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
-        loop = AdaptLoop(cfg, diffusion, device, logger, bar, job)
+        loop = AdaptLoop(cfg, diffusion, device, logger, bar, job, clock=budget_s is not None)
+        loop.stop = stop
         if mode != "per-task":
-            train_steps(adapted, tasks, loop, cfg.data.seed, mode)
+            train_staged(adapted, tasks, loop, cfg.data.seed, mode, budget_s)
         else:
             assert adapted.peft_model is not None
             fresh = adapter_state(adapted.peft_model)
+            start = time.monotonic()
             for k, task in enumerate(tasks):
                 set_peft_model_state_dict(adapted.peft_model, fresh)
-                train_steps(adapted, [task], loop, cfg.data.seed + k, task.id)
+                share = None
+                if budget_s is not None:  # what is left, shared by the tasks left
+                    share = (budget_s - (time.monotonic() - start)) / (len(tasks) - k)
+                train_staged(adapted, [task], loop, cfg.data.seed + k, task.id, share)
                 adapted.adapters[task.id] = adapter_state(adapted.peft_model)
     logger.close()
+    adapted.steps = loop.step
     return adapted

@@ -105,6 +105,7 @@ class Adapted:
     num_base: int
     peft_model: peft.PeftModel | None = None
     adapters: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # per-task weights
+    steps: int = 0  # optimiser steps it trained, over every task
 
     @property
     def task_index(self) -> dict[str, int]:

@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,11 @@ from typing import Any
 import orjson
 import torch
 from rich.console import Console
+from rich.progress import Progress
 
 from arcdiff.config import Config, EvalConfig, config_to_dict, load_config
 from arcdiff.console import progress_bar
-from arcdiff.data.tasks import load_tasks
+from arcdiff.data.tasks import Task, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from arcdiff.eval.decode import sampler_for
@@ -202,6 +203,46 @@ def run_eval_model(
     return EvalModel(predict, cfg, state["task_ids"], state["step"], run_dir)
 
 
+def predict_split(
+    model: EvalModel,
+    diffusion: DiscreteDiffusion,
+    tasks: Sequence[Task],
+    task_index: Mapping[str, int],
+    settings: EvalConfig,
+    *,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> Predictions:
+    """Sample and vote ``tasks``' test inputs with ``model`` as ``settings`` say."""
+    return model.predict(
+        diffusion,
+        tasks,
+        task_index,
+        num_steps=settings.num_steps,
+        maj=settings.maj,
+        num_augs=settings.num_augs,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        device=device,
+        progress=progress,
+        crop=model.cfg.data.bucket_window > 1,
+        size_vote=settings.size_vote,
+        size_prior=settings.size_prior,
+        bf16=settings.bf16,
+        samples=settings.samples,
+        draw=sampler_for(
+            settings.sampler, temperature=settings.temperature, remask=settings.remask
+        ),
+        rank=ranker_for(
+            settings.ranking,
+            visit_weight=settings.visit_weight,
+            top=settings.rank_top,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+        ),
+    )
+
+
 def evaluate_run(
     run_dir: Path,
     settings: EvalSettings,
@@ -282,32 +323,9 @@ def _evaluate(
     start = time.monotonic()
     bar = progress_bar("sample", console, progress, info=False, unit="views")
     with bar:
-        predictions = model.predict(
-            diffusion,
-            tasks.tasks,  # test inputs only: outputs stay in tasks.solutions for the scorer
-            task_index,
-            num_steps=settings.num_steps,
-            maj=settings.maj,
-            num_augs=settings.num_augs,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            device=device,
-            progress=bar,
-            crop=cfg.data.bucket_window > 1,
-            size_vote=settings.size_vote,
-            size_prior=settings.size_prior,
-            bf16=settings.bf16,
-            samples=settings.samples,
-            draw=sampler_for(
-                settings.sampler, temperature=settings.temperature, remask=settings.remask
-            ),
-            rank=ranker_for(
-                settings.ranking,
-                visit_weight=settings.visit_weight,
-                top=settings.rank_top,
-                batch_size=settings.batch_size,
-                seed=settings.seed,
-            ),
+        # test inputs only: outputs stay in tasks.solutions for the scorer
+        predictions = predict_split(
+            model, diffusion, tasks.tasks, task_index, settings, device=device, progress=bar
         )
     wall = time.monotonic() - start
     if not console.is_terminal and progress:

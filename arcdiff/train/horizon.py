@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
-from arcdiff.config import TrainConfig
 from arcdiff.train.optim import lr_factor
 
 MIN_TIMED_STEPS = 3  # steps timed (the first, which pays for lazy set-up, is left out) to estimate
@@ -38,12 +38,44 @@ def estimate_horizon(
     return int(min(max_steps, max(step + 1, step + more)))
 
 
+class Budget(Protocol):
+    """What a horizon reads: a run's TrainConfig, or an adaptation's :class:`StepBudget`."""
+
+    @property
+    def warmup_steps(self) -> int: ...
+    @property
+    def max_steps(self) -> int: ...
+    @property
+    def max_minutes(self) -> float | None: ...
+    @property
+    def horizon_steps(self) -> int | None: ...
+    @property
+    def lr_schedule(self) -> Literal["cosine", "constant"]: ...
+    @property
+    def eval_every(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    """A budget of steps and minutes without a validation (adaptation's training)."""
+
+    warmup_steps: int
+    max_steps: int
+    max_minutes: float | None = None
+    horizon_steps: int | None = None
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+
+    @property
+    def eval_every(self) -> int:
+        return self.max_steps  # no validation to leave time for
+
+
 @dataclass
 class Horizon:
     """The horizon of one run: fixed from the start (``train.horizon_steps``, or ``max_steps``
     without a clock budget) or estimated once the warmup has been timed."""
 
-    train: TrainConfig
+    train: Budget
     steps: int | None = None
     timed: list[float] = field(default_factory=list)  # seconds of the steps timed so far
 

@@ -44,3 +44,70 @@ def test_with_one_task_shared_and_per_task_train_the_same_weights(base_dir, tmp_
     per_task.use_task(NEW)
     a, b = shared.model.state_dict(), per_task.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _log(folder):
+    import orjson
+
+    return [orjson.loads(line) for line in (folder / "metrics.jsonl").read_bytes().splitlines()]
+
+
+def test_a_clock_budget_fixes_the_horizon_and_stops_in_time(base_dir, tasks, tmp_path):
+    import time
+
+    from arcdiff.adapt import adapt, lora_config
+
+    base = load_base(base_dir)
+    cfg = lora_config(base, None, ["lora.mode=full", "lora.steps=100000"])
+    start = time.monotonic()
+    adapted = adapt(base, tasks.tasks, cfg, tmp_path, progress=False, budget_s=2.0)
+    assert time.monotonic() - start < 2.0 + 5  # a step of this model takes milliseconds
+    rows = _log(tmp_path)
+    (fixed,) = [r for r in rows if "horizon_steps" in r]  # once, at the end of the warmup
+    assert fixed["step"] == 9 and adapted.steps <= fixed["horizon_steps"] < 100000
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    assert 10 < adapted.steps == len(lrs)
+    assert lrs[:10] == sorted(lrs[:10]) and lrs[9:] == sorted(lrs[9:], reverse=True)
+
+
+def test_embeddings_first_trains_the_new_rows_alone_then_every_weight(base_dir, tasks, tmp_path):
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from arcdiff.adapt import adapt, lora_config
+    from arcdiff.model.denoiser import Denoiser
+
+    base = load_base(base_dir)
+    cfg = lora_config(base, None, ["lora.mode=full", "lora.steps=8", "lora.embed_first=0.5"])
+    seen = []  # per training forward: (rows train, a block's weight trains)
+
+    def watch(module, args, out):
+        if isinstance(module, Denoiser) and module.training:
+            block = next(module.blocks.parameters())
+            seen.append((module.task_embed.weight.requires_grad, block.requires_grad))
+
+    handle = register_module_forward_hook(watch)
+    try:
+        adapted = adapt(base, tasks.tasks, cfg, tmp_path, progress=False)
+    finally:
+        handle.remove()
+    assert [r["task"] for r in _log(tmp_path)] == ["full rows"] * 4 + ["full"] * 4
+    first = seen.count((True, False))
+    assert first > 0 and seen == [(True, False)] * first + [(True, True)] * (len(seen) - first)
+    before = base.model.state_dict()
+    changed = [k for k, v in adapted.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert "task_embed.weight" in changed and len(changed) > 5  # the second stage trains all
+
+
+def test_without_augmentation_the_stream_shows_the_demonstrations_as_they_are(
+    base_dir, tasks, tmp_path
+):
+    from arcdiff.adapt import adapt, lora_config
+
+    base = load_base(base_dir)
+    on = lora_config(base, None, ["lora.mode=full", "lora.steps=3"])
+    off = lora_config(base, None, ["lora.mode=full", "lora.steps=3", "lora.augment=false"])
+    a = adapt(base, tasks.tasks, on, tmp_path / "on", progress=False)
+    b = adapt(base, tasks.tasks, off, tmp_path / "off", progress=False)
+    assert off.lora.augment is False
+    w = "blocks.0.mlp.fc1.weight"
+    assert not torch.equal(a.model.state_dict()[w], b.model.state_dict()[w])
