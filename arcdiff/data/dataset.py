@@ -299,7 +299,7 @@ def stream_from_config(cfg: DataConfig, *, rank: int = 0, world_size: int = 1) -
     evals = load_tasks(cfg.eval_sources, **filters) if cfg.eval_sources else None
     if cfg.ids is not None:
         found = set(train.ids) | set(evals.ids if evals is not None else ())
-        missing = sorted(set(cfg.ids) - found)
+        missing = sorted(set(cfg.ids) - found - filters["exclude"])
         if missing:
             sources = ", ".join(cfg.train_sources + cfg.eval_sources)
             raise DataError(f"data.ids: no task with id {', '.join(missing)} in {sources}")

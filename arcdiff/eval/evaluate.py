@@ -18,6 +18,7 @@ from rich.progress import Progress
 
 from arcdiff.config import Config, EvalConfig, config_to_dict, load_config
 from arcdiff.console import progress_bar
+from arcdiff.data.holdout import excluded_ids
 from arcdiff.data.tasks import Task, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
@@ -296,13 +297,22 @@ def _evaluate(
         model = run_eval_model(run_dir, settings, device, expect)
     cfg, out_root = model.cfg, model.out_root
     sampling_steps(cfg.diffusion.num_timesteps, settings.num_steps)  # a clear ConfigError first
+    # held out of training and given no row since (an adapter has rows for those it learned)
+    held_out = excluded_ids(cfg.data.exclude_ids) - set(model.task_ids)
     tasks = load_tasks(
         settings.split,
         max_size=cfg.data.max_size,
         ids=cfg.data.ids,  # a run trained on chosen tasks is evaluated on those
         limit=settings.limit,
         missing_ok=True,
+        exclude=held_out,
     )
+    if held_out:
+        console.print(
+            f"{len(held_out)} task(s) held out of training (data.exclude_ids) are not "
+            "evaluated: `arcdiff solve --base RUN TASKS` answers them",
+            markup=False,
+        )
     if not len(tasks):
         raise DataError(
             f"{settings.split}: no tasks to evaluate (after the run's max_size "

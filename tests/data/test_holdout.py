@@ -126,3 +126,19 @@ def test_a_base_run_without_the_unseen_half_knows_every_seen_task() -> None:
     ids = stream_from_config(cfg).task_ids
     assert set(load_tasks("aa1:eval@seen").ids) <= set(ids)
     assert not set(load_tasks("aa1:eval@unseen").ids) & set(ids)
+
+
+def test_a_run_evaluates_the_tasks_it_trained_on_and_leaves_the_held_out_ones_to_solve(tmp_path):
+    import torch
+
+    from arcdiff.config import load_config
+    from arcdiff.eval.evaluate import EvalSettings, evaluate_run
+    from arcdiff.train.trainer import train
+    from tests.conftest import SMALL_TASKS, tiny_overrides
+
+    held = SMALL_TASKS[:2]
+    extra = {"data__exclude_ids": held, "eval__split": "aa1:train", "train__max_steps": 2}
+    cfg = load_config(None, tiny_overrides(**extra, eval__num_steps=2, eval__num_augs=1))
+    train(cfg, tmp_path / "run", device=torch.device("cpu"), progress=False)
+    scores = evaluate_run(tmp_path / "run", EvalSettings.from_config(cfg), progress=False)
+    assert set(scores["per_task"]) == set(SMALL_TASKS) - set(held)
