@@ -61,6 +61,33 @@ def data_info(
         write_json(json_out, summary)
 
 
+@data_app.command("kaggle")
+@user_errors
+def data_kaggle(
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    out: Annotated[Path, typer.Option(help="Folder of the two files.")] = Path("outputs/kaggle"),
+    name: Annotated[
+        str | None, typer.Option(help="File name prefix (default: the source).")
+    ] = None,
+    max_size: MaxSizeOpt = None,
+    ids: IdsOpt = None,
+    limit: LimitOpt = None,
+) -> None:
+    """Write a source as a Kaggle pair: NAME_challenges.json and NAME_solutions.json (the test
+    outputs, when the source has them), the format `arcdiff solve` and ARC Prize read."""
+    from arcdiff.data.kaggle import write_kaggle
+    from arcdiff.data.tasks import MAX_SIDE, load_tasks
+
+    tasks = load_tasks(source, max_size=max_size or MAX_SIDE, ids=id_list(ids), limit=limit)
+    prefix = name or source.replace(":", "_").replace("@", "_").replace("/", "_").strip("_")
+    challenges, solutions = write_kaggle(tasks, out, prefix)
+    console.print(
+        f"wrote {len(tasks)} task(s): {challenges}"
+        + (f", {solutions}" if solutions else " (no solutions: test outputs hidden)"),
+        markup=False,
+    )
+
+
 @data_app.command("validate")
 @user_errors
 def data_validate(
