@@ -17,7 +17,11 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config field: section.key=value (repeatable)."),
 ]
-SOURCE_HELP = "aa1:train, aa1:eval, aa2:train, aa2:eval, a folder of task JSON, or a JSON file."
+SOURCE_HELP = (
+    "aa1:train, aa1:eval, aa2:train, aa2:eval, a folder of task JSON, or a JSON file (a Kaggle "
+    "challenges file reads its solutions file beside it); SOURCE@unseen / SOURCE@seen: the two "
+    "halves of its tasks within 10x10 (every second by id unseen)."
+)
 
 # The vocabulary every command shares (README, "One vocabulary"): --run names an existing run
 # a command reads, --out where it writes; the task filters and --progress read the same way

@@ -27,13 +27,15 @@ from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import DataError, TrainingError
 from arcdiff.runs.device import fast_math, seeded_generator
 from arcdiff.runs.paths import select_device
-from arcdiff.train.horizon import Horizon, StepBudget
+from arcdiff.train.horizon import MIN_TIMED_STEPS, Horizon, StepBudget
 from arcdiff.train.interrupt import StopSignals
 from arcdiff.train.logging import MetricsLogger
 from arcdiff.train.optim import make_optimizer
 from arcdiff.train.step import TrainStep
 
-CLOCK_WARMUP = 10  # warmup steps of a clock-budgeted adaptation (its length is not known yet)
+# warmup steps of a clock-budgeted adaptation: the steps it takes to time the step rate, after
+# which the horizon is fixed (a per-task solve may have a dozen steps in all)
+CLOCK_WARMUP = MIN_TIMED_STEPS + 1
 
 
 @dataclass
