@@ -64,6 +64,9 @@ def main() -> None:
     print(f"{len(ids)} tasks of {args.tasks}")
     print(f"{'scores':60s} pass@2 oracle  size  cells solved inputs scored   secs")
     for arg in args.scores:
+        if not _path(arg).is_file():
+            print(f"{arg[-60:]:60s} (no scores.json yet)")
+            continue
         row = subset_row(orjson.loads(_path(arg).read_bytes()), ids)
         rows[arg] = row
         cells = "-" if row["cells"] is None else f"{100 * row['cells']:5.1f}"
