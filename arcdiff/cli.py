@@ -397,9 +397,11 @@ def solve_command(
     ] = False,
     stats: StatsOpt = False,
 ) -> None:
-    """Answer tasks the base run has never seen: test-time training on their demonstrations,
-    then sampling, within --minutes; writes submission.json (every task, two attempts per
-    test input) and, when the tasks come with solutions, scores.json."""
+    """Answer new tasks with test-time training, in a time budget.
+
+    The base run is fine-tuned on the tasks' demonstrations, then samples their test inputs,
+    within --minutes; writes submission.json (every task, two attempts per test input) and,
+    when the tasks come with solutions, scores.json."""
     from arcdiff.adapt import load_base, lora_config
     from arcdiff.adapt.solve import STOPPED_FALLBACK, describe, solve_tasks
     from arcdiff.data.tasks import load_tasks

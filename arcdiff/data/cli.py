@@ -73,8 +73,10 @@ def data_kaggle(
     ids: IdsOpt = None,
     limit: LimitOpt = None,
 ) -> None:
-    """Write a source as a Kaggle pair: NAME_challenges.json and NAME_solutions.json (the test
-    outputs, when the source has them), the format `arcdiff solve` and ARC Prize read."""
+    """Write a source as a Kaggle challenges and solutions pair.
+
+    NAME_challenges.json and NAME_solutions.json (the test outputs, when the source has them):
+    the format `arcdiff solve` and ARC Prize read."""
     from arcdiff.data.kaggle import write_kaggle
     from arcdiff.data.tasks import MAX_SIDE, load_tasks
 
