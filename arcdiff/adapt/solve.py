@@ -6,8 +6,10 @@ test-time training on its demonstrations (adapt/fit.py; a new task gets a new ro
 base knows keeps its own); a larger one by the fallback attempts (the test input, then the
 last demonstration's output), and so is a task left when Ctrl-C or the clock stops the work.
 
-The budget covers training and sampling. Sampling is priced first: each task is sampled once
-with one denoising step (``probe``) and its cost scaled to the evaluation's steps. Joint mode
+The budget covers training and sampling. Sampling is priced first: each task is sampled with one
+denoising step and all with two (``probe``), and the price scaled to the evaluation's steps;
+training leaves 1.5 times that price, and sampling slower than priced may overrun the deadline by
+at most ``GRACE_S`` before the tasks left get the fallback. Joint mode
 then trains one model on every task's demonstrations for the time left, and samples; per-task
 mode trains a fresh copy of the base per task for an equal share of what is left (re-shared
 after each task, so the last one gets its share) and samples it at once. Sampling uses the base
@@ -51,6 +53,11 @@ from arcdiff.train.interrupt import StopSignals
 
 MANIFEST = "solve.json"
 MARGIN_S = 5.0  # kept back from the budget for writing the files
+# the sampling price is a guess from short probes (what sampling then took ranged from 0.55x
+# to 1.17x of it): training leaves this multiple of it, and sampling that still runs slower may
+# go on past the deadline by GRACE_S before the tasks left get the fallback
+SAFETY = 1.5
+GRACE_S = 45.0
 FALLBACK = "test input, then the last demonstration's output"
 TOO_BIG = "too big"  # a grid larger than the base's canvas
 STOPPED = "interrupted"  # Ctrl-C before the task was answered
@@ -82,7 +89,7 @@ class Clock:
         return self.deadline - time.monotonic()
 
     def reserve(self) -> float:
-        return self.ratio * sum(self.estimates.values()) + MARGIN_S
+        return SAFETY * self.ratio * sum(self.estimates.values()) + MARGIN_S
 
     def sampled(self, task_id: str, seconds: float) -> None:
         """A task was sampled in ``seconds``: the estimates of those left follow the ratio."""
@@ -251,7 +258,7 @@ class _Solver:
         with bar:
             job = bar.add_task("sample", total=len(tasks), info="")
             for task in tasks:
-                if self.stopped or self.clock.left() <= 0:
+                if self.stopped or self.clock.left() <= -GRACE_S:
                     return
                 bar.update(job, info=escape(label or task.id))
                 tic = time.monotonic()
