@@ -73,7 +73,8 @@ def train_steps(
 ) -> int:
     """Train the trainable weights on the tasks' demonstration pairs: ``steps`` steps, or with
     ``budget_s`` as many as the clock allows, at most ``steps``: the rate of the first steps
-    fixes where the learning-rate cosine ends (train/horizon.py). Returns the steps taken."""
+    fixes where the learning-rate cosine ends (train/horizon.py), and steps past it take the
+    floor rate. Returns the steps taken."""
     cfg, lora = loop.cfg, loop.cfg.lora
     model = adapted.model
     rows = model.task_embed
@@ -115,7 +116,9 @@ def train_steps(
 
     start = time.monotonic()
     taken = 0
-    while taken < (horizon.steps or steps) and not loop.stopped:
+    # by the clock, past the horizon at the floor learning rate if the steps ran faster than
+    # the first ones (as the trainer does); without a budget the horizon is ``steps``
+    while taken < steps and not loop.stopped:
         if horizon.due(taken):
             horizon.fix(taken, time.monotonic() - start, horizon.mean_step_s(), 0.0)
             loop.logger.log(loop.step, {"horizon_steps": loop.step + horizon.steps - taken})
