@@ -3,26 +3,14 @@
 The script runs in this process through its main(): a new process would spend seconds
 importing torch again."""
 
-import importlib.util
-from pathlib import Path
-
 import orjson
 
-from tests.conftest import tiny_overrides
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "study_cpu.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("study_cpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script, tiny_overrides
 
 
 def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    main = load_script().main
+    main = load_script("study_cpu").main
     extra = tiny_overrides(
         eval__split="aa1:train",
         eval__num_steps=4,
@@ -83,7 +71,7 @@ def test_study_runs_two_variants_and_writes_table_json_and_plot(tmp_path, monkey
 
 def test_the_script_rejects_an_unknown_variant_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert load_script().main(["--variants", "base,no_such"]) == 1
+    assert load_script("study_cpu").main(["--variants", "base,no_such"]) == 1
     captured = capsys.readouterr()
     assert captured.err.strip() == "error: unknown variant 'no_such' (see --list)"
     assert not any(tmp_path.iterdir())  # refused before writing anything
