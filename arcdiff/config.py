@@ -158,34 +158,88 @@ class TrainConfig:
         _check(0.0 <= self.self_cond_prob <= 1.0, "train.self_cond_prob", "must be in [0, 1]")
 
 
+OWN_NAME = "<name>"  # setting(tag=...): the field's own name
+
+
+def setting(
+    default: Any, help: str, *, tag: str | None = OWN_NAME, option: str | None = None
+) -> Any:
+    """An EvalConfig field: its default, its help, its short name in an evaluation folder's tag
+    (by default the field's name; ``""``: the value alone, as in ``poe``; None: untagged, as it
+    does not change what is predicted) and,
+    for the few on the command line, the option (``"--num-steps"``; ``"--maj/--no-maj"`` for a
+    flag). Everything else derives from these: the CLI options, the folder tag, the overwrite
+    guard and the settings in scores.json."""
+    return field(default=default, metadata={"help": help, "tag": tag, "option": option})
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """How a trained model is sampled, voted and scored."""
+    """How a trained model is sampled, voted and scored: every evaluation setting, declared
+    once (:func:`setting`); ``--set eval.KEY=VALUE`` reaches those without an option."""
 
-    split: str = "aa1:eval"
-    num_steps: int = 32
-    maj: bool = True
-    num_augs: int = 8
-    limit: int | None = None
-    batch_size: int = 256
-    use_ema: bool = True
-    seed: int = 0
-    size_vote: bool = True  # the views of a test input agree on one output size first
-    size_prior: bool = True  # the vote weighs the sizes the demonstrations' size rules name
-    bf16: bool = True  # bf16 autocast + TF32 on CUDA (no effect on a CPU)
-    sampler: Literal["argmax", "ancestral", "confidence"] = "argmax"  # eval/sample.py, decode.py
-    samples: int = 1  # draws per augmented view, batched with the views
-    temperature: float = 0.0  # confidence sampler: 0 picks argmax colours, > 0 draws them
-    remask: bool = False  # confidence sampler: decided cells may be re-noised when unsure
-    ranking: Literal["vote", "poe"] = "vote"  # count-then-confidence, or eval/rank.py
-    visit_weight: float = 1.0  # poe: bonus per log visit count
-    rank_top: int = 8  # poe: the most visited candidates it scores (the rest follow by votes)
+    split: str = setting(
+        "aa1:eval", "Tasks to evaluate: a source, folder or Kaggle file.", tag=None, option="--split"
+    )
+    num_steps: int = setting(32, "Sampling steps.", tag="steps", option="--num-steps")
+    maj: bool = setting(True, "Vote over augmentations.", option="--maj/--no-maj")
+    num_augs: int = setting(
+        8, "Augmentations per test input with --maj.", tag="augs", option="--num-augs"
+    )
+    limit: int | None = setting(None, "Evaluate the first N tasks only.", option="--limit")
+    batch_size: int = setting(256, "Rows per denoiser call.", tag=None)
+    use_ema: bool = setting(
+        True, "Sample with the EMA weights.", tag="ema", option="--ema/--no-ema"
+    )
+    seed: int = setting(0, "Seed of the views and the noise.")
+    size_vote: bool = setting(
+        True, "The views of a test input agree on one output size first.", tag="sizevote"
+    )
+    size_prior: bool = setting(
+        True, "The vote weighs the sizes the demonstrations' size rules name.", tag="sizeprior"
+    )
+    bf16: bool = setting(True, "bf16 autocast + TF32 on CUDA (no effect on a CPU).")
+    sampler: Literal["argmax", "ancestral", "confidence"] = setting(
+        "argmax",
+        "argmax (deterministic steps), ancestral (posterior draws) or confidence (most "
+        "confident cells first).",
+        tag="",
+        option="--sampler",
+    )
+    samples: int = setting(
+        1, "Draws per augmented view, batched with the views.", option="--samples"
+    )
+    temperature: float = setting(
+        0.0,
+        "Confidence sampler: 0 takes argmax colours, > 0 draws them.",
+        tag="temp",
+        option="--temperature",
+    )
+    remask: bool = setting(
+        False, "Confidence sampler: decided cells may be redrawn.", option="--remask/--no-remask"
+    )
+    ranking: Literal["vote", "poe"] = setting(
+        "vote",
+        "vote (count, then confidence) or poe (product of experts over the views).",
+        tag="",
+        option="--ranking",
+    )
+    visit_weight: float = setting(
+        1.0, "poe ranking: bonus per log(1 + visits).", tag="visits", option="--visit-weight"
+    )
+    rank_top: int = setting(
+        8, "poe ranking: how many of the most visited it scores.", tag="top", option="--rank-top"
+    )
 
     def __post_init__(self) -> None:
         for key in ("num_steps", "num_augs", "batch_size", "samples", "rank_top"):
             _check(getattr(self, key) >= 1, f"eval.{key}", "must be >= 1")
         _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1")
         _check(self.temperature >= 0.0, "eval.temperature", "must be >= 0")
+
+    def sampled(self) -> EvalConfig:
+        """The settings as sampled: without the vote (``maj`` off) there is one view."""
+        return self if self.maj else replace(self, num_augs=1)
 
 
 @dataclass(frozen=True)
@@ -359,14 +413,22 @@ def override_sections(
                 f"{where}: unknown section '{section}'{_did_you_mean(section, sections)}"
             )
         current = getattr(cfg, section)
-        merged = {f.name: getattr(current, f.name) for f in fields(current)}
-        if name not in merged:
+        known = [f.name for f in fields(current)]
+        if name not in known:
             raise ConfigError(
-                f"{where}: unknown key '{section}.{name}'{_did_you_mean(name, merged)}"
+                f"{where}: unknown key '{section}.{name}'{_did_you_mean(name, known)}"
             )
-        merged[name] = value
-        cfg = replace(cfg, **{section: _build_section(sections[section], merged, section, where)})
+        cfg = replace(cfg, **{section: replace_checked(current, section, {name: value}, where)})
     return cfg
+
+
+def replace_checked(
+    current: Any, section: str, values: typing.Mapping[str, Any], where: str
+) -> Any:
+    """A section's dataclass with ``values`` on top, checked as a config file's values are: a
+    wrong type or value is a ConfigError naming ``where`` and ``section.key``."""
+    merged = {f.name: getattr(current, f.name) for f in fields(current)}
+    return _build_section(type(current), {**merged, **values}, section, where)
 
 
 def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:

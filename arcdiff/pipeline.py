@@ -19,9 +19,10 @@ from rich.console import Console
 
 from arcdiff.config import Config, load_config
 from arcdiff.errors import CheckpointError, ResourceError
-from arcdiff.eval.evaluate import EvalSettings, eval_dirname, evaluate_run, quick_eval
+from arcdiff.eval.evaluate import evaluate_run, quick_eval
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.report import write_report
+from arcdiff.runs.evals import eval_dir
 from arcdiff.runs.faults import out_of_memory_names
 from arcdiff.runs.lock import run_lock
 from arcdiff.runs.paths import CONFIG, checkpoint_path
@@ -126,8 +127,7 @@ def run_pipeline(
                 cfg, run_dir, resume=started, device=device, progress=progress, console=console
             )
             console.print(f"trained {trained.step} steps ({trained.stop_reason})")
-        settings = EvalSettings.from_config(cfg)
-        scores_path = run_dir / "eval" / eval_dirname(settings.split) / "scores.json"
+        scores_path = eval_dir(run_dir, cfg.eval.split) / "scores.json"
         evaluated = trained is not None or force or not scores_path.is_file()
         if not evaluated:
             console.print(
@@ -139,7 +139,7 @@ def run_pipeline(
         else:
             scores = evaluate_run(
                 run_dir,
-                settings,
+                cfg.eval,
                 device=device,
                 console=console,
                 progress=progress,

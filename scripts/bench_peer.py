@@ -59,7 +59,6 @@ from arcdiff.console import console, err_console  # noqa: E402
 from arcdiff.data.dataset import hold_out_demos  # noqa: E402
 from arcdiff.data.tasks import load_tasks  # noqa: E402
 from arcdiff.errors import ArcdiffError, DataError  # noqa: E402
-from arcdiff.eval.evaluate import EvalSettings  # noqa: E402
 from arcdiff.runs.checkpoint import build_model  # noqa: E402
 
 
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out, seconds = args.out.resolve(), 60 * args.minutes
     root = out / "peer"
     cfg = load_config(args.config, arcdiff_overrides(args.minutes))
-    settings = EvalSettings.from_config(cfg)
+    settings = cfg.eval
     if list(cfg.data.eval_sources) != [settings.split]:
         raise DataError(f"{args.config}: the benchmark needs data.eval_sources == [eval.split]")
 

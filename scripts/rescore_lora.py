@@ -22,13 +22,13 @@ from arcdiff.adapt import (
     adapted_task_ids,
     comparison_table,
     load_adapted,
-    load_base,
     lora_config,
     prepare,
     score_adapted,
 )
 from arcdiff.console import console
 from arcdiff.data.tasks import load_tasks
+from arcdiff.runs.checkpoint import load_run
 from arcdiff.runs.paths import write_json
 
 NAMES = (BASELINE, "shared", "embeddings-only", "full", "per-task")
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     run, config, out = Path(argv[0]), argv[1], Path(argv[2])
     overrides = [a for a in argv[3:] if a != "--set"]
     torch.set_num_threads(1)
-    base = load_base(run)
+    base = load_run(run)
     cfg = lora_config(base, config, overrides)
     tasks = load_tasks(cfg.eval.split, max_size=cfg.data.max_size)
     cpu = torch.device("cpu")

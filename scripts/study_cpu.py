@@ -42,7 +42,8 @@ from rich.table import Table  # noqa: E402
 from arcdiff.config import load_config  # noqa: E402
 from arcdiff.console import console, err_console  # noqa: E402
 from arcdiff.errors import ArcdiffError  # noqa: E402
-from arcdiff.eval.evaluate import EvalSettings, evaluate_run, split_dirname  # noqa: E402
+from arcdiff.eval.evaluate import evaluate_run  # noqa: E402
+from arcdiff.runs.evals import split_dirname  # noqa: E402
 from arcdiff.runs.paths import read_metrics  # noqa: E402
 from arcdiff.train.trainer import train  # noqa: E402
 
@@ -261,7 +262,7 @@ def run_variant(
         steps, train_s = train_variant(train_cfg, trained, progress)
     row_path = out / f"{name}.json"
     if not row_path.exists():
-        settings = EvalSettings.from_config(cfg)
+        settings = cfg.eval
         start = time.monotonic()
         # an evaluation-only variant scores the run it shares into eval/<split>~<variant>/
         tag = (

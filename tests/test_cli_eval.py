@@ -154,7 +154,7 @@ def test_config_show_reads_a_run(runner, pipeline_run):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--checkpoint", "newest"], ("no such checkpoint in", "(has: best, final, last)")),
+        (["--checkpoint", "newest"], ("no checkpoints/newest.pt", "(has: best, final, last)")),
         (["--num-steps", "500"], ("num_steps=500 must be in 1..num_timesteps=128",)),
         (["--split", "aa2:eval"], ("aa2:eval: no tasks to evaluate",)),
     ],

@@ -15,8 +15,6 @@ import pytest
 import torch
 
 from arcdiff.cli import app
-from arcdiff.config import Config
-from arcdiff.eval.evaluate import EvalSettings, settings_tag
 from tests.conftest import SMALL_TASKS
 from tests.test_cli import one_error_line
 from tests.test_cli_train import set_args
@@ -239,15 +237,6 @@ def test_no_vote_is_tagged_as_sampled(runner, small_run):
     assert "aa1_train~nomaj-limit1" in folders and not any("augs4" in f for f in folders)
     scores = orjson.loads((run / "eval" / "aa1_train~nomaj-limit1" / "scores.json").read_bytes())
     assert scores["settings"]["num_augs"] == 1 and scores["settings"]["maj"] is False
-
-
-def test_settings_tag_names_what_is_sampled():
-    cfg = Config()
-    voted = EvalSettings.from_config(cfg)  # maj, 8 views
-    assert settings_tag(EvalSettings.from_config(cfg, maj=False, num_augs=4), voted) == "nomaj"
-    assert settings_tag(EvalSettings.from_config(cfg, num_augs=4), voted) == "augs4"
-    alone = EvalSettings.from_config(cfg, maj=False)
-    assert settings_tag(EvalSettings.from_config(cfg, maj=False, num_augs=4), alone) == ""
 
 
 def test_new_tasks_point_to_the_command_that_handles_them(runner, tmp_path):

@@ -25,7 +25,7 @@ files are never written.
 """
 
 from arcdiff.adapt.compare import BASELINE, ModeResult, comparison_table, score_adapted
-from arcdiff.adapt.config import BaseRun, load_base, lora_config, with_mode
+from arcdiff.adapt.config import lora_config, with_mode
 from arcdiff.adapt.fit import adapt
 from arcdiff.adapt.model import Adapted, TaskRows, adapted_task_ids, expanded_model, prepare
 from arcdiff.adapt.run import run_lora
@@ -41,7 +41,6 @@ from arcdiff.adapt.store import (
 __all__ = [
     "BASELINE",
     "Adapted",
-    "BaseRun",
     "LoadedAdapter",
     "ModeResult",
     "TaskRows",
@@ -52,7 +51,6 @@ __all__ = [
     "expanded_model",
     "find_adapter",
     "load_adapted",
-    "load_base",
     "lora_config",
     "prepare",
     "run_lora",

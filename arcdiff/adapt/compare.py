@@ -19,10 +19,9 @@ from rich.table import Table
 
 from arcdiff.adapt.model import Adapted
 from arcdiff.config import Config
-from arcdiff.console import progress_bar
 from arcdiff.data.tasks import Grid, Task, TaskSet
-from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.eval.score import score_split
+from arcdiff.eval.evaluate import EvalModel, evaluate_run
+from arcdiff.runs.checkpoint import LoadedRun
 from arcdiff.runs.paths import write_json
 
 BASELINE = "baseline"  # scores of the untrained model (new rows at their mean, no adapter)
@@ -50,54 +49,42 @@ class ModeResult:
 
 def score_adapted(
     adapted: Adapted,
+    base: LoadedRun,
     tasks: TaskSet,
     cfg: Config,
+    folder: Path,
+    name: str,
     *,
     device: torch.device,
     console: Console | None,
     progress: bool,
 ) -> tuple[dict[str, Any], dict[str, Any], float]:
-    """Scores on the test inputs (eval settings) and on the demonstration pairs (one identity
-    sample each, no vote); returns both and the wall time."""
-    diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
-    shared = {"num_steps": cfg.eval.num_steps, "batch_size": cfg.eval.batch_size}
-    shared |= {"seed": cfg.eval.seed, "device": device, "crop": cfg.data.bucket_window > 1}
-    shared |= {"size_vote": cfg.eval.size_vote, "size_prior": cfg.eval.size_prior}
-    shared |= {"bf16": cfg.eval.bf16}
+    """Score ``adapted`` as evaluation scores any model (:func:`evaluate_run` with the run's
+    eval settings: sampler, draws, ranking), into ``folder/eval/<split>/``, and on the
+    demonstration pairs (one identity sample each, no vote, no size prior: a fit measure) into
+    ``folder/eval/demos/``; returns both scores and the wall time."""
+    model = EvalModel(adapted.predict, cfg, adapted.task_ids, base.step, folder, adapter=name)
+    settings = dataclasses.replace(cfg.eval, split=tasks.name, limit=None)
     demo_tasks, demo_truths = demonstration_split(tasks.tasks)
+    demos = TaskSet(f"{tasks.name} (demonstrations)", tuple(demo_tasks), demo_truths)
+    run = {"model": model, "device": device, "console": console, "progress": progress}
     start = time.monotonic()
-    bar = progress_bar("sample", console, progress, info=False, unit="views")
-    with bar:
-        test = adapted.predict(
-            diffusion,
-            tasks.tasks,
-            maj=cfg.eval.maj,
-            num_augs=cfg.eval.num_augs,
-            progress=bar,
-            **shared,
-        )
-        # the demonstration prior would read each pair's own output: off for the fit measure
-        demo_settings = shared | {"size_prior": False}
-        demos = adapted.predict(diffusion, demo_tasks, maj=False, progress=bar, **demo_settings)
-    wall = time.monotonic() - start
-    test_scores = score_split(test, tasks.tasks, tasks.solutions)  # the only read of test outputs
-    return test_scores, score_split(demos, demo_tasks, demo_truths), wall
+    test_scores = evaluate_run(base.run_dir, settings, tasks=tasks, force=True, **run)
+    # the demonstration prior would read each pair's own output: off for the fit measure
+    fit = dataclasses.replace(settings, maj=False, size_prior=False)
+    demo_scores = evaluate_run(base.run_dir, fit, tasks=demos, out_name="demos", force=True, **run)
+    return test_scores, demo_scores, time.monotonic() - start
 
 
-def write_scores(out_dir: Path, result: ModeResult, test: dict, demos: dict, cfg: Config) -> None:
+def write_scores(out_dir: Path, result: ModeResult, test: dict, demos: dict) -> None:
     """``out_dir/scores.json``: the comparison row, both scores and the settings they used."""
-    keys = ("num_steps", "maj", "num_augs", "seed", "size_vote", "size_prior")
-    settings = {k: getattr(cfg.eval, k) for k in keys}
     write_json(
         out_dir / "scores.json",
         {
             "result": dataclasses.asdict(result),
             "test": test,
             "demos": demos,
-            "settings": {
-                "test": settings,
-                "demos": {**settings, "maj": False, "num_augs": 1, "size_prior": False},
-            },
+            "settings": {"test": test["settings"], "demos": demos["settings"]},
         },
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -17,41 +17,15 @@ from arcdiff.config import (
     resolve_config_path,
 )
 from arcdiff.errors import CheckpointError
-from arcdiff.model.denoiser import Denoiser
-from arcdiff.runs.checkpoint import first_difference, load_run_model
+from arcdiff.runs.checkpoint import LoadedRun, first_difference
 
 MODES = ("shared", "per-task", "embeddings-only", "full")
 LORA_MODES = ("shared", "per-task")
 BASE_SECTIONS = ("model", "diffusion", "data")  # what the base run was built and trained with
 
 
-@dataclass(frozen=True)
-class BaseRun:
-    """A trained run's EMA model, config and task index; never written to."""
-
-    run_dir: Path
-    checkpoint: str  # final, best or last
-    model: Denoiser
-    cfg: Config
-    task_ids: list[str]  # task id of each embedding row
-    step: int
-
-
-def load_base(run_dir: Path, checkpoint: str = "final") -> BaseRun:
-    """Read a run's EMA weights; a missing run or a mismatched checkpoint is a CheckpointError."""
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if not path.is_file():
-        raise CheckpointError(
-            f"{run_dir}: no checkpoints/{checkpoint}.pt; the base must be a trained run directory"
-        )
-    model, cfg, state = load_run_model(path, use_ema=True)
-    return BaseRun(run_dir, checkpoint, model, cfg, list(state["task_ids"]), int(state["step"]))
-
-
 def lora_config(
-    base: BaseRun, config: str | Path | None = None, overrides: Sequence[str] = ()
+    base: LoadedRun, config: str | Path | None = None, overrides: Sequence[str] = ()
 ) -> Config:
     """The base run's config with a lora config file's sections and ``--set`` overrides on top.
 

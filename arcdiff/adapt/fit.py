@@ -17,7 +17,6 @@ from rich.markup import escape
 from rich.progress import Progress
 from torch import Tensor, nn
 
-from arcdiff.adapt.config import BaseRun
 from arcdiff.adapt.model import Adapted, TaskRows, adapted_task_ids, adapter_state, prepare
 from arcdiff.config import Config
 from arcdiff.console import progress_bar
@@ -25,6 +24,7 @@ from arcdiff.data.dataset import Batch, TrainingStream
 from arcdiff.data.tasks import Task, TaskSet
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import DataError, TrainingError
+from arcdiff.runs.checkpoint import LoadedRun
 from arcdiff.runs.device import fast_math, seeded_generator
 from arcdiff.runs.paths import select_device
 from arcdiff.train.horizon import MIN_TIMED_STEPS, Horizon, StepBudget
@@ -181,7 +181,7 @@ def train_staged(
 
 
 def adapt(
-    base: BaseRun,
+    base: LoadedRun,
     tasks: Sequence[Task],
     cfg: Config,
     log_dir: Path,

@@ -14,7 +14,7 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from rich.progress import Progress
 from torch import Tensor, nn
 
-from arcdiff.adapt.config import LORA_MODES, BaseRun
+from arcdiff.adapt.config import LORA_MODES
 from arcdiff.config import LoraConfig
 from arcdiff.data.tasks import Task
 from arcdiff.diffusion.discrete import DiscreteDiffusion
@@ -22,7 +22,7 @@ from arcdiff.errors import ConfigError, DataError
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.eval.score import Predictions
 from arcdiff.model.denoiser import Denoiser
-from arcdiff.runs.checkpoint import build_model, load_state_strict
+from arcdiff.runs.checkpoint import LoadedRun, build_model, load_state_strict
 
 
 class TaskRows(nn.Module):
@@ -47,7 +47,7 @@ def adapted_task_ids(base_ids: Sequence[str], tasks: Sequence[Task]) -> list[str
     return [*base_ids, *dict.fromkeys(t.id for t in tasks if t.id not in known)]
 
 
-def expanded_model(base: BaseRun, task_ids: Sequence[str]) -> Denoiser:
+def expanded_model(base: LoadedRun, task_ids: Sequence[str]) -> Denoiser:
     """A copy of the base model with a row for every id past the base's: the trained rows' mean."""
     state = dict(base.model.state_dict())
     rows = state["task_embed.weight"]  # (T_base, D)
@@ -147,7 +147,7 @@ class Adapted:
         return predictions
 
 
-def prepare(base: BaseRun, task_ids: list[str], lora: LoraConfig, mode: str) -> Adapted:
+def prepare(base: LoadedRun, task_ids: list[str], lora: LoraConfig, mode: str) -> Adapted:
     """The base model with rows for ``task_ids``, set up so only ``mode``'s weights train."""
     model = expanded_model(base, task_ids)
     num_base = len(base.task_ids)

@@ -21,7 +21,7 @@ from arcdiff.adapt.compare import (
     score_adapted,
     write_scores,
 )
-from arcdiff.adapt.config import LORA_MODES, BaseRun, with_mode
+from arcdiff.adapt.config import LORA_MODES, with_mode
 from arcdiff.adapt.fit import adapt
 from arcdiff.adapt.model import Adapted, adapted_task_ids, check_targets, prepare
 from arcdiff.adapt.store import (
@@ -35,12 +35,13 @@ from arcdiff.config import Config
 from arcdiff.data.tasks import TaskSet, load_tasks
 from arcdiff.errors import CheckpointError, ConfigError, DataError, OutputError
 from arcdiff.runs.banner import budget_text, device_text
+from arcdiff.runs.checkpoint import LoadedRun
 from arcdiff.runs.cpu import setup_cpu
 from arcdiff.runs.paths import select_device
 
 
 def run_lora(
-    base: BaseRun,
+    base: LoadedRun,
     cfg: Config,
     source: str,
     *,
@@ -94,35 +95,46 @@ def run_lora(
         untrained = prepare(base, task_ids, cfg.lora, "none")
         untrained.model.to(device).eval()
         tmp = _fresh(out / f".{BASELINE}.tmp")
-        results.append(_score_into(tmp, BASELINE, untrained, tasks, cfg, 0, 0.0, **scoring))
+        results.append(_score_into(tmp, BASELINE, untrained, base, tasks, cfg, 0, 0.0, **scoring))
         _replace_dir(tmp, out / BASELINE)
     for mode, name in zip(modes, names, strict=True):
-        mode_cfg = with_mode(cfg, mode)
-        tmp = _fresh(out / f".{name}.tmp")
-        start = time.monotonic()
-        adapted = adapt(
-            base, tasks.tasks, mode_cfg, tmp, device=device, console=console, progress=progress
+        row = _adapt_mode(
+            base, tasks, with_mode(cfg, mode), source, out / name, evaluate, merge, **scoring
         )
-        train_s = time.monotonic() - start
-        save_adapted(
-            adapted, tmp, mode_cfg, base, source=source, tasks=tasks.tasks, train_s=train_s
-        )
-        if evaluate:
-            steps = (len(tasks) if mode == "per-task" else 1) * cfg.lora.steps
-            results.append(
-                _score_into(tmp, name, adapted, tasks, mode_cfg, steps, train_s, **scoring)
-            )
-        if merge:
-            save_merged(
-                adapted, tmp / "merged", adapter_run_config(mode_cfg, source, tasks.tasks), base
-            )
-        _replace_dir(tmp, out / name)
-        console.print(f"saved adapter {escape(str(out / name))}")
+        results += [row] if row else []
     if not results:
         return results
     rows = join_comparison(out / "comparison.json", source, results)
     console.print(comparison_table(rows, source))
     return rows
+
+
+def _adapt_mode(
+    base: LoadedRun,
+    tasks: TaskSet,
+    cfg: Config,
+    source: str,
+    final: Path,
+    evaluate: bool,
+    merge: bool,
+    **scoring: Any,
+) -> ModeResult | None:
+    """Adapt in ``cfg.lora.mode``, save into ``final`` (built beside it, then moved in place),
+    score unless not ``evaluate``; the comparison row."""
+    tmp = _fresh(final.with_name(f".{final.name}.tmp"))
+    start = time.monotonic()
+    adapted = adapt(base, tasks.tasks, cfg, tmp, **scoring)
+    train_s = time.monotonic() - start
+    save_adapted(adapted, tmp, cfg, base, source=source, tasks=tasks.tasks, train_s=train_s)
+    row = None
+    if evaluate:
+        steps = (len(tasks) if cfg.lora.mode == "per-task" else 1) * cfg.lora.steps
+        row = _score_into(tmp, final.name, adapted, base, tasks, cfg, steps, train_s, **scoring)
+    if merge:
+        save_merged(adapted, tmp / "merged", adapter_run_config(cfg, source, tasks.tasks), base)
+    _replace_dir(tmp, final)
+    scoring["console"].print(f"saved adapter {escape(str(final))}")
+    return row
 
 
 def _check_names(out: Path, names: Sequence[str], force: bool) -> None:
@@ -159,6 +171,7 @@ def _score_into(
     folder: Path,
     name: str,
     adapted: Adapted,
+    base: LoadedRun,
     tasks: TaskSet,
     cfg: Config,
     steps: int,
@@ -166,10 +179,10 @@ def _score_into(
     **scoring: Any,
 ) -> ModeResult:
     """Score ``adapted``, write ``folder/scores.json`` and return its comparison row."""
-    test, demos, wall = score_adapted(adapted, tasks, cfg, **scoring)
+    test, demos, wall = score_adapted(adapted, base, tasks, cfg, folder, name, **scoring)
     lora = dataclasses.asdict(cfg.lora) if adapted.mode != "none" else {}
     row = ModeResult(
         name, adapted.mode, steps, train_s, wall, test["summary"], demos["summary"], lora
     )
-    write_scores(folder, row, test, demos, cfg)
+    write_scores(folder, row, test, demos)
     return row

@@ -35,18 +35,18 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from arcdiff.adapt.config import BaseRun
 from arcdiff.adapt.fit import adapt
 from arcdiff.adapt.model import Adapted, adapted_task_ids, prepare
-from arcdiff.config import Config, save_config
+from arcdiff.config import Config, EvalConfig, save_config
 from arcdiff.console import progress_bar
 from arcdiff.data.tasks import Grid, Task, TaskSet
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import ArcdiffError, ConfigError, DataError, OutputError
-from arcdiff.eval.evaluate import EvalModel, EvalSettings, predict_split
+from arcdiff.eval.evaluate import EvalModel, predict_split
 from arcdiff.eval.score import TestPrediction, predictions_json, score_split, submission
 from arcdiff.eval.vote import Candidate
 from arcdiff.runs.banner import device_text
+from arcdiff.runs.checkpoint import LoadedRun
 from arcdiff.runs.cpu import setup_cpu
 from arcdiff.runs.paths import write_json
 from arcdiff.train.interrupt import StopSignals
@@ -118,7 +118,7 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def solve_tasks(
-    base: BaseRun,
+    base: LoadedRun,
     cfg: Config,
     tasks: TaskSet,
     *,
@@ -137,7 +137,7 @@ def solve_tasks(
         raise ConfigError(f"--minutes {minutes:g}: the budget must be > 0")
     if not len(tasks):
         raise DataError(f"{tasks.name}: no tasks to solve")
-    settings = EvalSettings.from_config(cfg)
+    settings = cfg.eval
     sampling_steps(cfg.diffusion.num_timesteps, settings.num_steps)  # a clear ConfigError
     _check_out(out, force)
     shutil.rmtree(out, ignore_errors=True)
@@ -151,10 +151,10 @@ def solve_tasks(
 
 
 def _solve(
-    base: BaseRun,
+    base: LoadedRun,
     cfg: Config,
     tasks: TaskSet,
-    settings: EvalSettings,
+    settings: EvalConfig,
     minutes: float,
     out: Path,
     per_task: bool,
@@ -210,9 +210,9 @@ def _solve(
 class _Solver:
     """One solve's state: the base, the settings, the clock and what is answered so far."""
 
-    base: BaseRun
+    base: LoadedRun
     cfg: Config
-    settings: EvalSettings
+    settings: EvalConfig
     diffusion: DiscreteDiffusion
     device: torch.device
     console: Console
@@ -368,7 +368,7 @@ def _write(
     if any(s is not None for sols in tasks.solutions.values() for s in sols):
         # the only read of the test outputs
         scores = score_split(predictions, tasks.tasks, tasks.solutions)
-        scores["settings"] = {**vars(EvalSettings.from_config(cfg)), "solve": True}
+        scores["settings"] = {**dataclasses.asdict(cfg.eval.sampled()), "solve": True}
         scores["settings"] |= {"split": tasks.name, "step": base.step, "run": str(base.run_dir)}
         scores["settings"] |= {"device": device_name, "wall_s": time.monotonic() - start}
         scores["solve"] = {k: v for k, v in manifest.items() if k != "per_task_records"}

@@ -28,14 +28,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from arcdiff.adapt.config import BaseRun, load_base
 from arcdiff.adapt.model import Adapted, TaskRows, plain_rows, prepare
 from arcdiff.config import Config, config_to_dict, load_config, save_config
 from arcdiff.data.tasks import Task
 from arcdiff.errors import CheckpointError, ConfigError
 from arcdiff.eval.evaluate import EvalModel
 from arcdiff.model.denoiser import Denoiser
-from arcdiff.runs.checkpoint import checkpoint_state, load_state_strict, save_checkpoint
+from arcdiff.runs.checkpoint import (
+    LoadedRun,
+    checkpoint_state,
+    load_run,
+    load_state_strict,
+    save_checkpoint,
+)
 from arcdiff.runs.paths import code_version, select_device, write_json
 
 MANIFEST = "lora.json"
@@ -63,7 +68,7 @@ def save_adapted(
     adapted: Adapted,
     out_dir: Path,
     cfg: Config,
-    base: BaseRun,
+    base: LoadedRun,
     *,
     source: str,
     tasks: Sequence[Task],
@@ -108,7 +113,7 @@ def save_adapted(
     write_json(out_dir / MANIFEST, manifest)
 
 
-def save_merged(adapted: Adapted, out_dir: Path, cfg: Config, base: BaseRun) -> Path:
+def save_merged(adapted: Adapted, out_dir: Path, cfg: Config, base: LoadedRun) -> Path:
     """A run directory whose checkpoint has the adapter merged in: ``arcdiff evaluate --run``."""
     if adapted.mode == "per-task":
         raise ConfigError(MERGE_PER_TASK)
@@ -173,7 +178,7 @@ def load_adapted(run_dir: Path, name: str, *, device: torch.device | None = None
     """An adapter saved by :func:`save_adapted` on top of its base run, ready to predict."""
     path = find_adapter(run_dir, name)
     manifest = orjson.loads((path / MANIFEST).read_bytes())
-    base = load_base(run_dir, manifest["base_checkpoint"])
+    base = load_run(run_dir, manifest["base_checkpoint"])
     num_base, task_ids = manifest["base_tasks"], manifest["task_ids"]
     if base.task_ids != task_ids[:num_base] or base.step != manifest["base_step"]:
         raise CheckpointError(

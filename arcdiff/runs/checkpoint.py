@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from torch import nn
 from arcdiff.config import Config, config_from_dict
 from arcdiff.errors import CheckpointError, OutputError
 from arcdiff.model.denoiser import Denoiser
-from arcdiff.runs.paths import code_version
+from arcdiff.runs.paths import checkpoint_path, code_version
 
 # What a checkpoint was built and trained with: a resume, an evaluation or an adaptation of it
 # must agree on these sections (train and eval may change).
@@ -192,3 +193,32 @@ def load_run_model(path: Path, *, use_ema: bool = True) -> tuple[Denoiser, Confi
         raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
     load_state_strict(model, state["ema" if use_ema else "model"], str(path))
     return model.eval(), cfg, state
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained run's model (EMA weights unless asked otherwise), config and task index:
+    what evaluation, adaptation and ``solve`` start from; the run is never written to."""
+
+    run_dir: Path
+    checkpoint: str  # final, best, last, or a snapshot / step name
+    model: Denoiser
+    cfg: Config
+    task_ids: list[str]  # task id of each embedding row
+    step: int
+
+
+def load_run(run_dir: Path, checkpoint: str = "final", *, use_ema: bool = True) -> LoadedRun:
+    """The one way to read a run's checkpoint; a missing run or checkpoint is a CheckpointError
+    naming the checkpoints it has."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    path = checkpoint_path(run_dir, checkpoint)
+    if not path.is_file():
+        saved = sorted(p.stem for p in path.parent.glob("*.pt"))
+        raise CheckpointError(
+            f"{run_dir}: no checkpoints/{checkpoint}.pt, no such checkpoint "
+            f"(has: {', '.join(saved) or 'none; train the run first'})"
+        )
+    model, cfg, state = load_run_model(path, use_ema=use_ema)
+    return LoadedRun(run_dir, checkpoint, model, cfg, list(state["task_ids"]), int(state["step"]))

@@ -5,11 +5,12 @@ import dataclasses
 import pytest
 import torch
 
-from arcdiff.adapt import adapt, load_base, lora_config
+from arcdiff.adapt import adapt, lora_config
 from arcdiff.config import load_config
 from arcdiff.data.dataset import TrainingStream
 from arcdiff.data.tasks import TaskSet, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.runs.checkpoint import load_run
 from arcdiff.train.step import diffusion_loss
 from arcdiff.train.trainer import train
 from tests.conftest import SMALL_TASKS, tiny_overrides
@@ -36,7 +37,7 @@ def config(base, mode, steps=3):
 
 
 def adapted_for(base_dir, tasks, mode, tmp_path, steps=3):
-    base = load_base(base_dir)
+    base = load_run(base_dir)
     cfg = config(base, mode, steps)
     return base, cfg, adapt(base, tasks.tasks, cfg, tmp_path / "log", device=CPU, progress=False)
 

@@ -3,12 +3,13 @@
 import orjson
 import pytest
 
-from arcdiff.adapt import load_base, lora_config, prepare
+from arcdiff.adapt import lora_config, prepare
 from arcdiff.errors import CheckpointError, ConfigError
+from arcdiff.runs.checkpoint import load_run
 
 
 def test_a_config_that_does_not_match_the_base_is_a_checkpoint_error(base_dir, tmp_path):
-    base = load_base(base_dir)
+    base = load_run(base_dir)
     path = tmp_path / "lora_wide.json"
     path.write_bytes(orjson.dumps({"model": {"d_model": 64}, "lora": {"rank": 2}}))
     with pytest.raises(CheckpointError, match=r"model.d_model: expected 32, found 64"):
@@ -23,7 +24,7 @@ def test_a_config_that_does_not_match_the_base_is_a_checkpoint_error(base_dir, t
 
 
 def test_config_typos_are_config_errors(base_dir, tasks, tmp_path):
-    base = load_base(base_dir)
+    base = load_run(base_dir)
     path = tmp_path / "typo.json"
     path.write_bytes(orjson.dumps({"lora": {"rnak": 4}}))
     with pytest.raises(ConfigError, match="unknown key 'lora.rnak' \\(did you mean 'rank'\\?\\)"):

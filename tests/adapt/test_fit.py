@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from arcdiff.adapt import load_base
 from arcdiff.data.tasks import load_tasks
+from arcdiff.runs.checkpoint import load_run
 from tests.adapt.conftest import KNOWN, NEW, a_batch, adapted_for, logits_of
 
 
 @pytest.mark.parametrize("mode", ["shared", "per-task", "embeddings-only"])
 def test_adaptation_leaves_the_base_weights_bit_identical(base_dir, tasks, mode, tmp_path):
-    before = {k: v.clone() for k, v in load_base(base_dir).model.state_dict().items()}
+    before = {k: v.clone() for k, v in load_run(base_dir).model.state_dict().items()}
     base, _, adapted = adapted_for(base_dir, tasks, mode, tmp_path)
     for name, value in base.model.state_dict().items():  # the base model object itself
         assert torch.equal(value, before[name]), name
@@ -57,7 +57,7 @@ def test_a_clock_budget_fixes_the_horizon_and_stops_in_time(base_dir, tasks, tmp
 
     from arcdiff.adapt import adapt, lora_config
 
-    base = load_base(base_dir)
+    base = load_run(base_dir)
     cfg = lora_config(base, None, ["lora.mode=full", "lora.steps=100000"])
     start = time.monotonic()
     adapted = adapt(base, tasks.tasks, cfg, tmp_path, progress=False, budget_s=2.0)
@@ -78,7 +78,7 @@ def test_embeddings_first_trains_the_new_rows_alone_then_every_weight(base_dir, 
     from arcdiff.adapt import adapt, lora_config
     from arcdiff.model.denoiser import Denoiser
 
-    base = load_base(base_dir)
+    base = load_run(base_dir)
     cfg = lora_config(base, None, ["lora.mode=full", "lora.steps=8", "lora.embed_first=0.5"])
     seen = []  # per training forward: (rows train, a block's weight trains)
 
@@ -105,7 +105,7 @@ def test_without_augmentation_the_stream_shows_the_demonstrations_as_they_are(
 ):
     from arcdiff.adapt import adapt, lora_config
 
-    base = load_base(base_dir)
+    base = load_run(base_dir)
     on = lora_config(base, None, ["lora.mode=full", "lora.steps=3"])
     off = lora_config(base, None, ["lora.mode=full", "lora.steps=3", "lora.augment=false"])
     a = adapt(base, tasks.tasks, on, tmp_path / "on", progress=False)

@@ -3,16 +3,17 @@
 import pytest
 import torch
 
-from arcdiff.adapt import adapted_task_ids, expanded_model, load_base, prepare
+from arcdiff.adapt import adapted_task_ids, expanded_model, prepare
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import DataError
+from arcdiff.runs.checkpoint import load_run
 from arcdiff.train.step import diffusion_loss
 from tests.adapt.conftest import NEW, a_batch, adapted_for, config
 from tests.conftest import SMALL_TASKS
 
 
 def test_new_rows_start_at_the_mean_and_known_tasks_keep_theirs(base_dir, tasks):
-    base = load_base(base_dir)
+    base = load_run(base_dir)
     ids = adapted_task_ids(base.task_ids, tasks.tasks)
     assert ids == [*SMALL_TASKS[:5], NEW]  # KNOWN keeps its row; NEW is appended
     rows = expanded_model(base, ids).task_embed.weight
@@ -23,7 +24,7 @@ def test_new_rows_start_at_the_mean_and_known_tasks_keep_theirs(base_dir, tasks)
 
 @pytest.mark.parametrize("mode", ["shared", "per-task", "embeddings-only"])
 def test_only_lora_weights_and_new_rows_get_gradients(base_dir, tasks, mode):
-    base = load_base(base_dir)
+    base = load_run(base_dir)
     adapted = prepare(
         base, adapted_task_ids(base.task_ids, tasks.tasks), config(base, mode).lora, mode
     )

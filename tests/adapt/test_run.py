@@ -2,13 +2,14 @@
 
 import pytest
 
-from arcdiff.adapt import load_base, run_lora
+from arcdiff.adapt import run_lora
 from arcdiff.errors import CheckpointError, ConfigError
+from arcdiff.runs.checkpoint import load_run
 from tests.adapt.conftest import CPU, NEW, config
 
 
 def test_an_adapter_name_never_replaces_a_folder_that_is_not_an_adapter(base_dir, tmp_path):
-    base = load_base(base_dir)
+    base = load_run(base_dir)
     cfg = config(base, "embeddings-only")
     out = tmp_path / "adapters"
     (out / "emb").mkdir(parents=True)

@@ -7,10 +7,10 @@ import orjson
 import pytest
 import torch
 
-from arcdiff.adapt import find_adapter, load_adapted, load_base, save_adapted, save_merged
+from arcdiff.adapt import find_adapter, load_adapted, save_adapted, save_merged
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import CheckpointError, ConfigError
-from arcdiff.runs.checkpoint import load_checkpoint, load_run_model, save_checkpoint
+from arcdiff.runs.checkpoint import load_checkpoint, load_run, load_run_model, save_checkpoint
 from tests.adapt.conftest import CPU, KNOWN, NEW, a_batch, adapted_for, logits_of
 
 
@@ -65,17 +65,17 @@ def test_merging_per_task_adapters_is_a_config_error(base_dir, tasks, tmp_path):
 
 def test_bad_bases_and_missing_adapters_are_checkpoint_errors(base_dir, tasks, tmp_path):
     with pytest.raises(CheckpointError, match="no such run directory"):
-        load_base(tmp_path / "nowhere")
+        load_run(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"no checkpoints/final.pt"):
-        load_base(tmp_path / "empty")
+        load_run(tmp_path / "empty")
     other = tmp_path / "other"
     shutil.copytree(base_dir, other, ignore=shutil.ignore_patterns("lora"))
     state = load_checkpoint(other / "checkpoints" / "final.pt")
     state["config"]["model"]["n_layers"] = 2  # weights of one block, a config of two
     save_checkpoint(other / "checkpoints" / "final.pt", state)
     with pytest.raises(CheckpointError, match=r"parameter 'blocks.1.attn.proj.weight' is missing"):
-        load_base(other)
+        load_run(other)
     with pytest.raises(CheckpointError, match=r"no adapter 'nope' .*adapters there: none"):
         find_adapter(base_dir, "nope")
 

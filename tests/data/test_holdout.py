@@ -132,7 +132,7 @@ def test_a_run_evaluates_the_tasks_it_trained_on_and_leaves_the_held_out_ones_to
     import torch
 
     from arcdiff.config import load_config
-    from arcdiff.eval.evaluate import EvalSettings, evaluate_run
+    from arcdiff.eval.evaluate import evaluate_run
     from arcdiff.train.trainer import train
     from tests.conftest import SMALL_TASKS, tiny_overrides
 
@@ -140,5 +140,5 @@ def test_a_run_evaluates_the_tasks_it_trained_on_and_leaves_the_held_out_ones_to
     extra = {"data__exclude_ids": held, "eval__split": "aa1:train", "train__max_steps": 2}
     cfg = load_config(None, tiny_overrides(**extra, eval__num_steps=2, eval__num_augs=1))
     train(cfg, tmp_path / "run", device=torch.device("cpu"), progress=False)
-    scores = evaluate_run(tmp_path / "run", EvalSettings.from_config(cfg), progress=False)
+    scores = evaluate_run(tmp_path / "run", cfg.eval, progress=False)
     assert set(scores["per_task"]) == set(SMALL_TASKS) - set(held)

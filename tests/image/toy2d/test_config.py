@@ -7,8 +7,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from arcdiff.cli.image import image_app
 from arcdiff.errors import ConfigError
-from arcdiff.image.cli import image_app
 from arcdiff.image.toy2d.config import Toy2dConfig, apply_toy2d_overrides, load_toy2d_config
 
 from ..cli_errors import one_error_line

@@ -11,8 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from arcdiff.cli.image import image_app
 from arcdiff.errors import DataError
-from arcdiff.image.cli import image_app
 from arcdiff.image.embeddings import EMBEDDINGS
 from arcdiff.image.toy2d import data as D
 from arcdiff.image.toy2d.metrics import gaussian_kl_bits, knn_kl_divergence

@@ -72,7 +72,7 @@ def test_accuracy_per_class_and_overall(text_run):
 def test_diagnostics_and_sweep_report_class_alignment(text_run):
     from typer.testing import CliRunner
 
-    from arcdiff.image.cli import image_app
+    from arcdiff.cli.image import image_app
 
     summary = write_diagnostics(load_run(text_run), text_run)
     alignment = summary["class_alignment"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from arcdiff.image.cli import image_app
+from arcdiff.cli.image import image_app
 from arcdiff.image.unet.metrics import classifier_for_run, embed, sample_quality
 from arcdiff.image.unet.run import load_data, load_run, to_model_range
 from arcdiff.image.unet.sample import Sampler, generate

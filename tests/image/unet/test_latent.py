@@ -7,8 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from arcdiff.cli.image import image_app
 from arcdiff.errors import CheckpointError
-from arcdiff.image.cli import image_app
 from arcdiff.image.unet.latent import LATENT_FILE, LatentSpace, load_vae_run
 from arcdiff.image.unet.run import load_data, load_run, to_model_range
 from arcdiff.image.unet.train import train_image_model

@@ -189,7 +189,7 @@ def test_the_encoder_runs_offline_and_tells_prompts_apart(monkeypatch):
 def test_text_config_without_the_extra_is_one_line_on_the_command_line(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from arcdiff.image.cli import image_app
+    from arcdiff.cli.image import image_app
 
     from ..cli_errors import one_error_line
     from .test_cli import SETS

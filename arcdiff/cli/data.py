@@ -8,10 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from arcdiff.config import load_config
-from arcdiff.console import console, error_line, user_errors
-from arcdiff.errors import DataError
-from arcdiff.options import (
+from arcdiff.cli.options import (
     SOURCE_HELP,
     ConfigOpt,
     IdsOpt,
@@ -20,6 +17,9 @@ from arcdiff.options import (
     SetOpt,
     id_list,
 )
+from arcdiff.config import load_config
+from arcdiff.console import console, error_line, user_errors
+from arcdiff.errors import DataError
 from arcdiff.runs.paths import write_json
 
 data_app = typer.Typer(help="Inspect and validate task sources.", no_args_is_help=True)

@@ -11,10 +11,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from arcdiff.cli.unet import register_unet_commands
 from arcdiff.console import console, user_errors
 from arcdiff.errors import ConfigError
 from arcdiff.image.progress import progress_bar
-from arcdiff.image.unet.cli import register_unet_commands
 
 image_app = typer.Typer(
     help="Gaussian diffusion on 2D toy data (and small images).",
