@@ -238,3 +238,27 @@ def test_an_existing_adapter_is_replaced_only_with_force(adapted, runner):
     result = runner.invoke(app, [*args, "--set", "lora.steps=4", "--force"])
     assert result.exit_code == 0, result.output
     assert orjson.loads((shared / "lora.json").read_bytes())["steps"] == 4
+
+
+def test_lora_scores_with_the_runs_sampler_draws_and_ranking(base, runner, tmp_path):
+    """Adapted models are scored by evaluate_run: the eval section's sampler, draws and
+    ranking are used and recorded, and `evaluate --adapter` reproduces the scores."""
+    out = tmp_path / "adapters"
+    args = ["lora", "--base", str(base), "--tasks", "aa1:train", "--ids", f"{KNOWN},{NEW}"]
+    args += ["--mode", "embeddings-only", "--name", "conf", "--out", str(out), "--no-baseline"]
+    args += [*QUICK, "--set", 'eval.sampler="confidence"', "--set", "eval.samples=2"]
+    args += ["--set", 'eval.ranking="poe"', "--set", "eval.temperature=0.5"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    row = orjson.loads((out / "conf" / "scores.json").read_bytes())
+    test = row["settings"]["test"]
+    assert (test["sampler"], test["samples"], test["ranking"]) == ("confidence", 2, "poe")
+    assert test["temperature"] == 0.5 and test["adapter"] == "conf"
+    assert row["settings"]["demos"]["maj"] is False and row["settings"]["demos"]["ranking"] == "poe"
+    scored = orjson.loads((out / "conf" / "eval" / "aa1_train" / "scores.json").read_bytes())
+    assert scored["per_task"] == row["test"]["per_task"]
+    again = runner.invoke(app, ["evaluate", "--run", str(base), "--adapter", str(out / "conf")])
+    assert again.exit_code == 0, again.output
+    rescored = orjson.loads((out / "conf" / "eval" / "aa1_train" / "scores.json").read_bytes())
+    assert rescored["per_task"] == row["test"]["per_task"]
+    assert rescored["settings"]["sampler"] == "confidence"
