@@ -9,15 +9,19 @@ ConfigError naming the key and the file. ``--set section.key=value`` overrides a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from arcdiff.config_values import coerce, type_name
+from arcdiff.config_values import (
+    build_sections,
+    check_field,
+    did_you_mean,
+    override_sections,
+)
 from arcdiff.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -52,12 +56,12 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(1 <= self.max_size <= 30, "data.max_size", "must be in 1..30")
+        check_field(1 <= self.max_size <= 30, "data.max_size", "must be in 1..30")
         for key in ("eval_weight", "self_supervised"):
-            _check(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "must be in [0, 1]")
-        _check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1")
-        _check(self.val_pairs >= 0, "data.val_pairs", "must be >= 0")
-        _check(self.bucket_window >= 0, "data.bucket_window", "must be >= 0")
+            check_field(0.0 <= getattr(self, key) <= 1.0, f"data.{key}", "must be in [0, 1]")
+        check_field(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1")
+        check_field(self.val_pairs >= 0, "data.val_pairs", "must be >= 0")
+        check_field(self.bucket_window >= 0, "data.bucket_window", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -78,21 +82,21 @@ class ModelConfig:
     abs_pos: bool = True  # learned absolute row and column embeddings
 
     def __post_init__(self) -> None:
-        _check(self.d_model >= 1, "model.d_model", "must be >= 1")
-        _check(self.n_heads >= 1, "model.n_heads", "must be >= 1")
-        _check(
+        check_field(self.d_model >= 1, "model.d_model", "must be >= 1")
+        check_field(self.n_heads >= 1, "model.n_heads", "must be >= 1")
+        check_field(
             self.d_model % self.n_heads == 0,
             "model.d_model",
             f"{self.d_model} is not divisible by model.n_heads={self.n_heads}",
         )
-        _check(self.n_layers >= 1, "model.n_layers", "must be >= 1")
+        check_field(self.n_layers >= 1, "model.n_layers", "must be >= 1")
         head_dim = self.d_model // self.n_heads
-        _check(
+        check_field(
             not self.rope or head_dim % 4 == 0,
             "model.rope",
             f"needs d_model / n_heads divisible by 4 (two rotation pairs per axis), got {head_dim}",
         )
-        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        check_field(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class DiffusionConfig:
     size_loss_weight: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self.num_timesteps >= 1, "diffusion.num_timesteps", "must be >= 1")
+        check_field(self.num_timesteps >= 1, "diffusion.num_timesteps", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -145,17 +149,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "grad_accum", "max_steps", "eval_every"):
-            _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
+            check_field(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
         for key in ("lr", "muon_lr"):
-            _check(getattr(self, key) > 0, f"train.{key}", "must be > 0")
+            check_field(getattr(self, key) > 0, f"train.{key}", "must be > 0")
         for key in ("max_minutes", "checkpoint_minutes"):
             value = getattr(self, key)
-            _check(value is None or value >= 0, f"train.{key}", "must be >= 0")
+            check_field(value is None or value >= 0, f"train.{key}", "must be >= 0")
         for key in ("save_every", "horizon_steps", "threads"):
             value = getattr(self, key)
-            _check(value is None or value >= 1, f"train.{key}", "must be >= 1")
-        _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
-        _check(0.0 <= self.self_cond_prob <= 1.0, "train.self_cond_prob", "must be in [0, 1]")
+            check_field(value is None or value >= 1, f"train.{key}", "must be >= 1")
+        check_field(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
+        check_field(0.0 <= self.self_cond_prob <= 1.0, "train.self_cond_prob", "must be in [0, 1]")
 
 
 OWN_NAME = "<name>"  # setting(tag=...): the field's own name
@@ -179,7 +183,10 @@ class EvalConfig:
     once (:func:`setting`); ``--set eval.KEY=VALUE`` reaches those without an option."""
 
     split: str = setting(
-        "aa1:eval", "Tasks to evaluate: a source, folder or Kaggle file.", tag=None, option="--split"
+        "aa1:eval",
+        "Tasks to evaluate: a source, folder or Kaggle file.",
+        tag=None,
+        option="--split",
     )
     num_steps: int = setting(32, "Sampling steps.", tag="steps", option="--num-steps")
     maj: bool = setting(True, "Vote over augmentations.", option="--maj/--no-maj")
@@ -233,9 +240,9 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         for key in ("num_steps", "num_augs", "batch_size", "samples", "rank_top"):
-            _check(getattr(self, key) >= 1, f"eval.{key}", "must be >= 1")
-        _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1")
-        _check(self.temperature >= 0.0, "eval.temperature", "must be >= 0")
+            check_field(getattr(self, key) >= 1, f"eval.{key}", "must be >= 1")
+        check_field(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1")
+        check_field(self.temperature >= 0.0, "eval.temperature", "must be >= 0")
 
     def sampled(self) -> EvalConfig:
         """The settings as sampled: without the vote (``maj`` off) there is one view."""
@@ -260,9 +267,9 @@ class LoraConfig:
     augment: bool = True  # a fresh random dihedral transform + colour permutation per example
 
     def __post_init__(self) -> None:
-        _check(self.rank >= 1, "lora.rank", "must be >= 1")
-        _check(self.steps >= 1, "lora.steps", "must be >= 1")
-        _check(0.0 <= self.embed_first < 1.0, "lora.embed_first", "must be in [0, 1)")
+        check_field(self.rank >= 1, "lora.rank", "must be >= 1")
+        check_field(self.steps >= 1, "lora.steps", "must be >= 1")
+        check_field(0.0 <= self.embed_first < 1.0, "lora.embed_first", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -288,63 +295,6 @@ SECTIONS: dict[str, type] = {
 }
 
 
-class _FieldError(Exception):
-    """A value failed a section's own check; the loader adds where it came from."""
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise _FieldError(f"{key} {message}")
-
-
-def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _build_section(cls: type, raw: Any, section: str, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: section '{section}' must be a JSON object")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in hints:
-            raise ConfigError(f"{where}: unknown key '{section}.{key}'{_did_you_mean(key, names)}")
-        ok, coerced = coerce(value, hints[key])
-        if not ok:
-            raise ConfigError(
-                f"{where}: '{section}.{key}' must be {type_name(hints[key])}, got {value!r}"
-            )
-        values[key] = coerced
-    try:
-        return cls(**values)
-    except _FieldError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def build_sections(
-    raw: Any, sections: typing.Mapping[str, type], where: str
-) -> tuple[str | None, dict[str, Any]]:
-    """A parsed JSON config object -> (its name or None, {section: built dataclass}).
-
-    Shared by every config family (the ARC config here, the image track's): unknown keys and
-    mistyped values are ConfigErrors naming the key and ``where``."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: a config must be a JSON object")
-    built: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key == "name":
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{where}: 'name' must be a non-empty string")
-            continue
-        if key not in sections:
-            known = ["name", *sections]
-            raise ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, known)}")
-        built[key] = _build_section(sections[key], value, key, where)
-    return raw.get("name"), built
-
-
 def config_from_dict(raw: Any, where: str = "<config>") -> Config:
     """Build a Config from a parsed JSON object; ``where`` names the source in errors."""
     name, sections = build_sections(raw, SECTIONS, where)
@@ -367,7 +317,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     presets = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
     raise ConfigError(
         f"config '{name_or_path}' is neither a file nor a preset"
-        f"{_did_you_mean(stem, presets)}; presets: {', '.join(presets)}"
+        f"{did_you_mean(stem, presets)}; presets: {', '.join(presets)}"
     )
 
 
@@ -386,49 +336,6 @@ def load_config(name_or_path: str | Path | None, overrides: typing.Sequence[str]
         if isinstance(raw, dict):
             raw.setdefault("name", path.stem)
     return apply_overrides(config_from_dict(raw, where), overrides)
-
-
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """``train.lr=3e-4`` -> ("train", "lr", 3e-4). Values are JSON, else plain strings."""
-    key, sep, value_text = text.partition("=")
-    section, dot, name = key.strip().partition(".")
-    if not sep or not dot or not section or not name:
-        raise ConfigError(f"--set '{text}': expected section.key=value, e.g. train.lr=3e-4")
-    try:
-        value = orjson.loads(value_text)
-    except orjson.JSONDecodeError:
-        value = value_text
-    return section, name, value
-
-
-def override_sections(
-    cfg: Any, sections: typing.Mapping[str, type], overrides: typing.Sequence[str]
-) -> Any:
-    """Apply ``section.key=value`` overrides to a frozen config of ``sections``."""
-    for text in overrides:
-        section, name, value = parse_override(text)
-        where = f"--set {text}"
-        if section == "name" or section not in sections:
-            raise ConfigError(
-                f"{where}: unknown section '{section}'{_did_you_mean(section, sections)}"
-            )
-        current = getattr(cfg, section)
-        known = [f.name for f in fields(current)]
-        if name not in known:
-            raise ConfigError(
-                f"{where}: unknown key '{section}.{name}'{_did_you_mean(name, known)}"
-            )
-        cfg = replace(cfg, **{section: replace_checked(current, section, {name: value}, where)})
-    return cfg
-
-
-def replace_checked(
-    current: Any, section: str, values: typing.Mapping[str, Any], where: str
-) -> Any:
-    """A section's dataclass with ``values`` on top, checked as a config file's values are: a
-    wrong type or value is a ConfigError naming ``where`` and ``section.key``."""
-    merged = {f.name: getattr(current, f.name) for f in fields(current)}
-    return _build_section(type(current), {**merged, **values}, section, where)
 
 
 def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:

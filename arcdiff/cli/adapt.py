@@ -25,6 +25,21 @@ from arcdiff.cli.options import (
 from arcdiff.cli.output import config_tree, show_scores
 from arcdiff.console import console, user_errors
 
+ModeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="shared, per-task, embeddings-only or full (repeatable: each is trained and "
+        "compared; default: lora.mode)."
+    ),
+]
+NameOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Adapter name, saved in BASE/lora/NAME (default: the mode; NAME-MODE for several "
+        "modes)."
+    ),
+]
+
 
 @user_errors
 def lora_command(
@@ -38,20 +53,8 @@ def lora_command(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    mode: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="shared, per-task, embeddings-only or full (repeatable: each is trained and "
-            "compared; default: lora.mode)."
-        ),
-    ] = None,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            help="Adapter name, saved in BASE/lora/NAME (default: the mode; NAME-MODE "
-            "for several modes)."
-        ),
-    ] = None,
+    mode: ModeOpt = None,
+    name: NameOpt = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder of the adapters (default: BASE/lora).")
     ] = None,
@@ -91,10 +94,6 @@ def lora_command(
     if verbose:
         console.print(config_tree(cfg))
     modes = mode or [cfg.lora.mode]
-    if name is None:
-        names = list(modes)
-    else:
-        names = [name] if len(modes) == 1 else [f"{name}-{m}" for m in modes]
     with (
         run_lock(base, "lora"),
         out_of_memory_names("lora.batch_size", cfg.lora.batch_size),
@@ -104,7 +103,7 @@ def lora_command(
             cfg,
             tasks or cfg.eval.split,
             modes=modes,
-            names=names,
+            names=adapter_names(modes, name),
             out=out,
             ids=id_list(ids),
             limit=limit,
@@ -116,6 +115,13 @@ def lora_command(
             progress=progress,
             force=force,
         )
+
+
+def adapter_names(modes: list[str], name: str | None) -> list[str]:
+    """Each mode's adapter name: the mode; NAME for one mode; NAME-MODE for several."""
+    if name is None:
+        return list(modes)
+    return [name] if len(modes) == 1 else [f"{name}-{m}" for m in modes]
 
 
 SOLVE_DEFAULTS = ["lora.mode=full", "lora.steps=100000"]  # a clock budget, every weight

@@ -77,12 +77,18 @@ def data_kaggle(
 
     NAME_challenges.json and NAME_solutions.json (the test outputs, when the source has them):
     the format `arcdiff solve` and ARC Prize read."""
-    from arcdiff.data.kaggle import write_kaggle
+    from arcdiff.data.kaggle import kaggle_files
     from arcdiff.data.tasks import MAX_SIDE, load_tasks
 
     tasks = load_tasks(source, max_size=max_size or MAX_SIDE, ids=id_list(ids), limit=limit)
     prefix = name or source.replace(":", "_").replace("@", "_").replace("/", "_").strip("_")
-    challenges, solutions = write_kaggle(tasks, out, prefix)
+    files = kaggle_files(tasks)
+    challenges, solutions = out / f"{prefix}_challenges.json", out / f"{prefix}_solutions.json"
+    write_json(challenges, files[0])
+    if files[1] is not None:
+        write_json(solutions, files[1])
+    else:
+        solutions = None
     console.print(
         f"wrote {len(tasks)} task(s): {challenges}"
         + (f", {solutions}" if solutions else " (no solutions: test outputs hidden)"),

@@ -5,12 +5,15 @@ A user error (arcdiff.errors) ends in one red line on stderr and exit code 1.
 
 from __future__ import annotations
 
+import functools
+import typing
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from arcdiff.cli.options import FieldOption, with_field_options
 from arcdiff.cli.unet import register_unet_commands
 from arcdiff.console import console, user_errors
 from arcdiff.errors import ConfigError
@@ -58,8 +61,40 @@ def results_table(results: dict[str, dict[str, dict[str, float]]]) -> Table:
     return table
 
 
+TOY2D_HELP = {  # the Toy2dConfig fields with an option of their own; any field: --set key=value
+    "train_steps": "Training steps per dataset.",
+    "batch_size": "Training batch size.",
+    "lr": "Peak learning rate (AdamW).",
+    "num_timesteps": "Diffusion training steps T.",
+    "t_power": "Draw training steps as T * u**p; p > 1 trains more at low noise.",
+    "schedule": "cosine, linear or quadratic.",
+    "prediction": "Model target: eps, v or x0.",
+    "zero_terminal_snr": "Rescale the schedule to zero terminal SNR (needs v or x0).",
+    "sampler": "ddpm (ancestral) or ddim.",
+    "eta": "DDIM eta (0 deterministic).",
+    "sample_steps": "Sampling steps.",
+    "spacing": "leading, trailing or linspace.",
+    "num_points": "Points per dataset.",
+    "eval_samples": "Samples drawn for the KL.",
+    "seed": "Seed of init, batches and sampling.",
+    "threads": "torch CPU threads.",
+}
+
+
+def _toy2d_options() -> list[FieldOption]:
+    from arcdiff.image.toy2d.config import Toy2dConfig
+
+    hints = typing.get_type_hints(Toy2dConfig)
+    flag = {"zero_terminal_snr": "--zero-terminal-snr/--no-zero-terminal-snr"}
+    return [
+        FieldOption(name, hints[name], flag.get(name, "--" + name.replace("_", "-")), text)
+        for name, text in TOY2D_HELP.items()
+    ]
+
+
 @image_app.command("toy2d")
 @user_errors
+@functools.partial(with_field_options, options=_toy2d_options(), into="flags")
 def toy2d(
     config: Annotated[
         Path | None,
@@ -102,28 +137,7 @@ def toy2d(
             help="DatasaurusDozen.tsv for the dino dataset (default data/DatasaurusDozen.tsv).",
         ),
     ] = None,
-    train_steps: Annotated[int | None, typer.Option(help="Training steps per dataset.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
-    num_timesteps: Annotated[int | None, typer.Option(help="Diffusion training steps T.")] = None,
-    t_power: Annotated[
-        float | None,
-        typer.Option(help="Draw training steps as T * u**p; p > 1 trains more at low noise."),
-    ] = None,
-    schedule: Annotated[str | None, typer.Option(help="cosine, linear or quadratic.")] = None,
-    prediction: Annotated[str | None, typer.Option(help="Model target: eps, v or x0.")] = None,
-    zero_terminal_snr: Annotated[
-        bool | None,
-        typer.Option(help="Rescale the schedule to zero terminal SNR (needs v or x0)."),
-    ] = None,
-    sampler: Annotated[str | None, typer.Option(help="ddpm (ancestral) or ddim.")] = None,
-    eta: Annotated[float | None, typer.Option(help="DDIM eta (0 deterministic).")] = None,
-    sample_steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
-    spacing: Annotated[str | None, typer.Option(help="leading, trailing or linspace.")] = None,
-    num_points: Annotated[int | None, typer.Option(help="Points per dataset.")] = None,
-    eval_samples: Annotated[int | None, typer.Option(help="Samples drawn for the KL.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of init, batches and sampling.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    flags: dict[str, Any] | None = None,
 ) -> None:
     """Train the 2D toy suite and print its results table.
 
@@ -139,24 +153,9 @@ def toy2d(
 
     embeddings = None if embedding is None else _names(embedding, "--embedding")
     flags = {
+        **(flags or {}),
         "datasets": None if datasets is None else _names(datasets, "--datasets"),
         "embeddings": EMBEDDINGS if study else embeddings,
-        "train_steps": train_steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "num_timesteps": num_timesteps,
-        "t_power": t_power,
-        "schedule": schedule,
-        "prediction": prediction,
-        "zero_terminal_snr": zero_terminal_snr,
-        "sampler": sampler,
-        "eta": eta,
-        "sample_steps": sample_steps,
-        "spacing": spacing,
-        "num_points": num_points,
-        "eval_samples": eval_samples,
-        "seed": seed,
-        "threads": threads,
     }
     cfg = load_toy2d_config(config)
     cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})

@@ -7,13 +7,14 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
-from arcdiff.config import EvalConfig, replace_checked
+from arcdiff.config import EvalConfig
+from arcdiff.config_values import replace_checked
 
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 
@@ -83,42 +84,63 @@ def _choices(tp: Any) -> str:
     return f" One of: {', '.join(typing.get_args(tp))}." if typing.get_origin(tp) is Literal else ""
 
 
-def eval_option_fields(cls: type[EvalConfig] = EvalConfig) -> list[dataclasses.Field]:
-    """The evaluation settings with a command-line option (``arcdiff.config.setting``)."""
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("option")]
+@dataclasses.dataclass(frozen=True)
+class FieldOption:
+    """One command-line option of a config field: its name, config type, ``--flag`` (or
+    ``--x/--no-x``) and help."""
+
+    name: str
+    type: Any
+    flag: str
+    help: str
 
 
-def eval_options_for(cls: type[EvalConfig]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A decorator giving a command one option per field of ``cls`` that declares one."""
-    return functools.partial(with_eval_options, cls=cls)
-
-
-def with_eval_options(
-    command: Callable[..., Any], cls: type[EvalConfig] = EvalConfig
+def with_field_options(
+    command: Callable[..., Any], options: Sequence[FieldOption], into: str
 ) -> Callable[..., Any]:
-    """``command`` with one option per EvalConfig field that declares one (its help and
-    option name come from the field); the command receives those given as ``eval_options``,
-    a ``{field: value}`` dict for :func:`eval_settings`. A field added to EvalConfig with an
-    ``option`` reaches every command that takes evaluation settings."""
-    hints = typing.get_type_hints(cls)
+    """``command`` with one typer option per entry of ``options`` (none given: None); the
+    command receives those given as one ``{field: value}`` dict in its parameter ``into``."""
     signature = inspect.signature(command, eval_str=True)
-    params = [p for name, p in signature.parameters.items() if name != "eval_options"]
-    names = [f.name for f in eval_option_fields(cls)]
-    for f in eval_option_fields(cls):
-        help_text = f"{f.metadata['help']}{_choices(hints[f.name])} Default: eval.{f.name}."
-        option = typer.Option(f.metadata["option"], help=help_text, show_default=False)
-        annotation = Annotated[_option_type(hints[f.name]) | None, option]
-        params.append(inspect.Parameter(f.name, KEYWORD_ONLY, default=None, annotation=annotation))
+    params = [p for name, p in signature.parameters.items() if name != into]
+    for o in options:
+        option = typer.Option(o.flag, help=f"{o.help}{_choices(o.type)}", show_default=False)
+        annotation = Annotated[_option_type(o.type) | None, option]
+        params.append(inspect.Parameter(o.name, KEYWORD_ONLY, default=None, annotation=annotation))
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        given = {name: kwargs.pop(name, None) for name in names}
-        options = {name: value for name, value in given.items() if value is not None}
-        return command(*args, eval_options=options, **kwargs)
+        given = {o.name: kwargs.pop(o.name, None) for o in options}
+        values = {name: value for name, value in given.items() if value is not None}
+        return command(*args, **{into: values}, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper
+
+
+def eval_options(cls: type[EvalConfig] = EvalConfig) -> list[FieldOption]:
+    """The evaluation settings with a command-line option (``arcdiff.config.setting``)."""
+    hints = typing.get_type_hints(cls)
+    return [
+        FieldOption(
+            f.name,
+            hints[f.name],
+            f.metadata["option"],
+            f"{f.metadata['help']} Default: eval.{f.name}.",
+        )
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("option")
+    ]
+
+
+def eval_options_for(cls: type[EvalConfig]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator giving a command one option per field of ``cls`` that declares one; the
+    command receives those given as ``eval_options`` for :func:`eval_settings`. A field added
+    to EvalConfig with an ``option`` reaches every command that takes evaluation settings."""
+    return functools.partial(with_field_options, options=eval_options(cls), into="eval_options")
+
+
+with_eval_options = eval_options_for(EvalConfig)
 
 
 def eval_settings(base: EvalConfig, given: dict[str, Any]) -> EvalConfig:
@@ -126,6 +148,6 @@ def eval_settings(base: EvalConfig, given: dict[str, Any]) -> EvalConfig:
     are: a bad value is one ConfigError naming the options and the field."""
     if not given:
         return base
-    flags = {f.name: f.metadata["option"].split("/")[0] for f in eval_option_fields(type(base))}
+    flags = {o.name: o.flag.split("/")[0] for o in eval_options(type(base))}
     where = " ".join(f"{flags.get(name, name)} {value}" for name, value in given.items())
     return replace_checked(base, "eval", given, where)

@@ -3,19 +3,19 @@ a competition gives) and ``NAME_solutions.json`` (the test outputs, for the scor
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 from arcdiff.data.tasks import Grid, TaskSet
 from arcdiff.errors import DataError
-from arcdiff.runs.paths import write_json
 
 
 def _grid(g: Grid) -> list[list[int]]:
     return g.tolist()
 
 
-def write_kaggle(tasks: TaskSet, folder: Path, name: str) -> tuple[Path, Path | None]:
-    """Write the challenges file and, when every test output is known, the solutions file."""
+def kaggle_files(tasks: TaskSet) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The challenges file's object and, when every test output is known, the solutions file's
+    (None where one is hidden)."""
     if not len(tasks):
         raise DataError(f"{tasks.name}: no tasks to write")
     challenges = {
@@ -25,11 +25,7 @@ def write_kaggle(tasks: TaskSet, folder: Path, name: str) -> tuple[Path, Path | 
         }
         for t in tasks
     }
-    path = folder / f"{name}_challenges.json"
-    write_json(path, challenges)
     outputs = {t.id: tasks.solutions.get(t.id, ()) for t in tasks}
     if any(o is None for outs in outputs.values() for o in outs):
-        return path, None  # a hidden test output: no solutions file
-    solutions = folder / f"{name}_solutions.json"
-    write_json(solutions, {i: [_grid(o) for o in outs] for i, outs in outputs.items()})
-    return path, solutions
+        return challenges, None
+    return challenges, {i: [_grid(o) for o in outs] for i, outs in outputs.items()}

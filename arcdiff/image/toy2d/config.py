@@ -15,8 +15,7 @@ from typing import Any
 
 import orjson
 
-from arcdiff.config import _did_you_mean
-from arcdiff.config_values import coerce, type_name
+from arcdiff.config_values import coerce, did_you_mean, type_name
 from arcdiff.diffusion import schedules
 from arcdiff.errors import ConfigError
 from arcdiff.image.embeddings import EMBEDDINGS
@@ -112,7 +111,7 @@ def checked_fields(raw: Any, where: str) -> dict[str, Any]:
     values = {}
     for key, value in raw.items():
         if key not in hints:
-            raise ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, hints)}")
+            raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, hints)}")
         values[key] = _field_value(key, value, hints[key], where)
     return values
 

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 import orjson
 
-from arcdiff.config import PRESET_DIR, _check, build_sections, override_sections
+from arcdiff.config import PRESET_DIR
+from arcdiff.config_values import build_sections, check_field, override_sections
 from arcdiff.errors import ConfigError
 from arcdiff.image.unet.data import IMAGE_DATASETS
 
@@ -30,8 +31,12 @@ class ImageDataConfig:
     limit: int | None = None  # first N training images
 
     def __post_init__(self) -> None:
-        _check(self.dataset in IMAGE_DATASETS, "data.dataset", f"must be one of {IMAGE_DATASETS}")
-        _check(self.image_size is None or self.image_size >= 4, "data.image_size", "must be >= 4")
+        check_field(
+            self.dataset in IMAGE_DATASETS, "data.dataset", f"must be one of {IMAGE_DATASETS}"
+        )
+        check_field(
+            self.image_size is None or self.image_size >= 4, "data.image_size", "must be >= 4"
+        )
 
 
 @dataclass(frozen=True)
@@ -52,19 +57,19 @@ class UNetConfig:
     cross_attention_resolutions: list[int] = field(default_factory=lambda: [8])
 
     def __post_init__(self) -> None:
-        _check(
+        check_field(
             not self.text_conditional or self.class_conditional,
             "model.text_conditional",
             "needs model.class_conditional (prompts are made from the class names)",
         )
-        _check(self.base_channels >= 1, "model.base_channels", "must be >= 1")
-        _check(
+        check_field(self.base_channels >= 1, "model.base_channels", "must be >= 1")
+        check_field(
             self.base_channels % self.groups == 0,
             "model.base_channels",
             f"must be divisible by model.groups={self.groups}",
         )
-        _check(len(self.channel_mults) >= 1, "model.channel_mults", "must not be empty")
-        _check(self.num_res_blocks >= 1, "model.num_res_blocks", "must be >= 1")
+        check_field(len(self.channel_mults) >= 1, "model.channel_mults", "must not be empty")
+        check_field(self.num_res_blocks >= 1, "model.num_res_blocks", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,8 @@ class ImageDiffusionConfig:
     clip_x0: float | None = 1.0  # images live in [-1, 1]
 
     def __post_init__(self) -> None:
-        _check(self.num_timesteps >= 2, "diffusion.num_timesteps", "must be >= 2")
-        _check(
+        check_field(self.num_timesteps >= 2, "diffusion.num_timesteps", "must be >= 2")
+        check_field(
             not (self.zero_terminal_snr and self.prediction == "eps"),
             "diffusion.zero_terminal_snr",
             "needs diffusion.prediction 'v' or 'x0'",
@@ -105,13 +110,13 @@ class ImageTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 1, "train.steps", "must be >= 1")
-        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _check(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
-        _check(self.lr > 0, "train.lr", "must be > 0")
-        _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
-        _check(0.0 <= self.label_dropout <= 1.0, "train.label_dropout", "must be in [0, 1]")
-        _check(self.save_every >= 1, "train.save_every", "must be >= 1")
+        check_field(self.steps >= 1, "train.steps", "must be >= 1")
+        check_field(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        check_field(self.grad_accum >= 1, "train.grad_accum", "must be >= 1")
+        check_field(self.lr > 0, "train.lr", "must be > 0")
+        check_field(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
+        check_field(0.0 <= self.label_dropout <= 1.0, "train.label_dropout", "must be in [0, 1]")
+        check_field(self.save_every >= 1, "train.save_every", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,8 @@ class ImageSampleConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.num_steps >= 1, "sample.num_steps", "must be >= 1")
-        _check(self.per_class >= 1, "sample.per_class", "must be >= 1")
+        check_field(self.num_steps >= 1, "sample.num_steps", "must be >= 1")
+        check_field(self.per_class >= 1, "sample.per_class", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -144,9 +149,11 @@ class ImageEvalConfig:
     alignment_guidance: float | None = None  # None: sample.guidance_scale
 
     def __post_init__(self) -> None:
-        _check(self.num_samples > self.knn_k + 1, "eval.num_samples", "must be > eval.knn_k + 1")
-        _check(self.classifier_steps >= 1, "eval.classifier_steps", "must be >= 1")
-        _check(self.alignment_per_class >= 1, "eval.alignment_per_class", "must be >= 1")
+        check_field(
+            self.num_samples > self.knn_k + 1, "eval.num_samples", "must be > eval.knn_k + 1"
+        )
+        check_field(self.classifier_steps >= 1, "eval.classifier_steps", "must be >= 1")
+        check_field(self.alignment_per_class >= 1, "eval.alignment_per_class", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,7 @@ class TextConfig:
     encoder: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
 
     def __post_init__(self) -> None:
-        _check("{class}" in self.prompt, "text.prompt", "must contain '{class}'")
+        check_field("{class}" in self.prompt, "text.prompt", "must contain '{class}'")
 
 
 @dataclass(frozen=True)
@@ -175,12 +182,14 @@ class VAEConfig:
     warmup_steps: int = 100
 
     def __post_init__(self) -> None:
-        _check(self.base_channels % self.groups == 0, "vae.base_channels", "must divide by groups")
-        _check(len(self.channel_mults) >= 1, "vae.channel_mults", "must not be empty")
-        _check(self.latent_channels >= 1, "vae.latent_channels", "must be >= 1")
-        _check(self.kl_weight >= 0, "vae.kl_weight", "must be >= 0")
-        _check(self.steps >= 1, "vae.steps", "must be >= 1")
-        _check(self.batch_size >= 1, "vae.batch_size", "must be >= 1")
+        check_field(
+            self.base_channels % self.groups == 0, "vae.base_channels", "must divide by groups"
+        )
+        check_field(len(self.channel_mults) >= 1, "vae.channel_mults", "must not be empty")
+        check_field(self.latent_channels >= 1, "vae.latent_channels", "must be >= 1")
+        check_field(self.kl_weight >= 0, "vae.kl_weight", "must be >= 0")
+        check_field(self.steps >= 1, "vae.steps", "must be >= 1")
+        check_field(self.batch_size >= 1, "vae.batch_size", "must be >= 1")
 
 
 @dataclass(frozen=True)
