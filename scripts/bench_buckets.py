@@ -57,19 +57,21 @@ def train_rates(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     }
     torch.manual_seed(0)
     model = build_model(cfg, streams["full canvas"].num_tasks)
-    optimizer = make_optimizer(model, cfg.train.lr, cfg.train.weight_decay, torch.device("cpu"))
-    take_step = TrainStep(  # the library's step; no scheduler or EMA, as before
-        model=model,
-        diffusion=DiscreteDiffusion.from_config(cfg.diffusion),
-        optimizer=optimizer,
-        grad_clip=cfg.train.grad_clip,
-        size_loss_weight=cfg.diffusion.size_loss_weight,
-    )
+    device = torch.device("cpu")
+    optimizer = make_optimizer(model, cfg.train.lr, cfg.train.weight_decay, device)
+    # the library's step as the config builds it; no scheduler or EMA, as before
+    take_step = TrainStep.from_config(cfg, model, optimizer, device=device)
     generator = torch.Generator().manual_seed(0)
 
-    def step(stream) -> None:
+    def step(stream) -> None:  # self-conditioning off: every step costs the same
         take_step(
-            stream.sample, cfg.train.batch_size, generator, generator, 0, device=torch.device("cpu")
+            stream.sample,
+            cfg.train.batch_size,
+            generator,
+            generator,
+            0,
+            device=device,
+            self_cond=False,
         )
 
     totals = {name: [0.0, 0.0] for name in streams}

@@ -53,10 +53,9 @@ from torch import nn
 
 from arcdiff.config import Config, apply_overrides, config_to_dict, load_config
 from arcdiff.data.dataset import Batch, TrainingStream, stream_from_config
-from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.runs.checkpoint import build_model
 from arcdiff.runs.cpu import setup_cpu
-from arcdiff.runs.device import check_cpu_bf16, fast_math, seeded_generator
+from arcdiff.runs.device import check_cpu_bf16, seeded_generator
 from arcdiff.runs.paths import select_device
 from arcdiff.train import mfu
 from arcdiff.train.optim import lr_factor, make_optimizer
@@ -92,20 +91,16 @@ def build_trainee(cfg: Config, device: torch.device, compile_model: bool) -> Tra
     optimizer = make_optimizer(
         model, t.lr, t.weight_decay, device, kind=t.optimizer, muon_lr=t.muon_lr
     )
-    take_step = TrainStep(
-        model=model,
+    take_step = TrainStep.from_config(  # the trainer's step (self_cond is set per step)
+        cfg,
+        model,
+        optimizer,
+        device=device,
         forward=torch.compile(model) if compile_model else model,
-        diffusion=DiscreteDiffusion.from_config(cfg.diffusion),
-        optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.lr_schedule)
         ),
         ema=copy.deepcopy(model).requires_grad_(False),
-        ema_decay=cfg.train.ema_decay,
-        grad_clip=cfg.train.grad_clip,
-        size_loss_weight=cfg.diffusion.size_loss_weight,
-        grad_accum=cfg.train.grad_accum,
-        autocast=lambda: fast_math(device, t.bf16, cpu_bf16=t.cpu_bf16),  # as the trainer
         sync=lambda: mfu.sync(device),
     )
     return Trainee(

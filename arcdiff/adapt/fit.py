@@ -25,9 +25,9 @@ from arcdiff.data.tasks import Task, TaskSet
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import DataError, TrainingError
 from arcdiff.runs.checkpoint import LoadedRun
-from arcdiff.runs.device import fast_math, seeded_generator
+from arcdiff.runs.device import seeded_generator
 from arcdiff.runs.paths import select_device
-from arcdiff.train.horizon import MIN_TIMED_STEPS, Horizon, StepBudget
+from arcdiff.train.horizon import MIN_TIMED_STEPS, Horizon
 from arcdiff.train.interrupt import StopSignals
 from arcdiff.train.logging import MetricsLogger
 from arcdiff.train.optim import make_optimizer
@@ -84,7 +84,7 @@ def train_steps(
     )
     warmup = max(1, steps // 10) if budget_s is None else min(CLOCK_WARMUP, max(1, steps // 10))
     minutes = None if budget_s is None else budget_s / 60
-    horizon = Horizon(StepBudget(warmup, steps, minutes, lr_schedule=cfg.train.lr_schedule))
+    horizon = Horizon(warmup, steps, minutes, cfg.train.lr_schedule)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, horizon.factor)
     stream = TrainingStream(
         TaskSet("", (), {}),
@@ -100,15 +100,14 @@ def train_steps(
     task_rows = torch.tensor([index[t.id] for t in tasks], dtype=torch.long)
     # the coin and the corruption noise, on the model's device
     noise_gen = seeded_generator(loop.device, seed)
-    take_step = TrainStep(
-        model=model,
+    take_step = TrainStep.from_config(
+        cfg,
+        model,
+        optimizer,
+        device=loop.device,
         diffusion=loop.diffusion,
-        optimizer=optimizer,
         scheduler=scheduler,
-        grad_clip=cfg.train.grad_clip,
-        size_loss_weight=cfg.diffusion.size_loss_weight,
-        self_cond_prob=cfg.train.self_cond_prob,
-        autocast=lambda: fast_math(loop.device, cfg.train.bf16),  # bf16 + TF32 on CUDA only
+        batch_field="lora.batch_size",
     )
 
     def draw(n: int) -> Batch:

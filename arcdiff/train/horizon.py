@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
+from arcdiff.config import TrainConfig
 from arcdiff.train.optim import lr_factor
 
 MIN_TIMED_STEPS = 3  # steps timed (the first, which pays for lazy set-up, is left out) to estimate
@@ -38,52 +39,31 @@ def estimate_horizon(
     return int(min(max_steps, max(step + 1, step + more)))
 
 
-class Budget(Protocol):
-    """What a horizon reads: a run's TrainConfig, or an adaptation's :class:`StepBudget`."""
-
-    @property
-    def warmup_steps(self) -> int: ...
-    @property
-    def max_steps(self) -> int: ...
-    @property
-    def max_minutes(self) -> float | None: ...
-    @property
-    def horizon_steps(self) -> int | None: ...
-    @property
-    def lr_schedule(self) -> Literal["cosine", "constant"]: ...
-    @property
-    def eval_every(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class StepBudget:
-    """A budget of steps and minutes without a validation (adaptation's training)."""
-
-    warmup_steps: int
-    max_steps: int
-    max_minutes: float | None = None
-    horizon_steps: int | None = None
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-
-    @property
-    def eval_every(self) -> int:
-        return self.max_steps  # no validation to leave time for
-
-
 @dataclass
 class Horizon:
-    """The horizon of one run: fixed from the start (``train.horizon_steps``, or ``max_steps``
-    without a clock budget) or estimated once the warmup has been timed."""
+    """The horizon of one run: fixed from the start (``steps``, or ``max_steps`` without a
+    clock budget of ``max_minutes``) or estimated once the warmup has been timed. The schedule
+    itself is :func:`lr_factor` of the step; ``eval_every`` (0: none) leaves time for the
+    validations a budget must also pay for."""
 
-    train: Budget
+    warmup: int
+    max_steps: int
+    max_minutes: float | None = None
+    schedule: Literal["cosine", "constant"] = "cosine"
+    eval_every: int = 0
     steps: int | None = None
     timed: list[float] = field(default_factory=list)  # seconds of the steps timed so far
 
+    @classmethod
+    def of_train(cls, t: TrainConfig) -> Horizon:
+        """A run's horizon: ``train.horizon_steps`` if set (a resumed or repeated run)."""
+        return cls(
+            t.warmup_steps, t.max_steps, t.max_minutes, t.lr_schedule, t.eval_every, t.horizon_steps
+        )
+
     def __post_init__(self) -> None:
-        if self.steps is None and self.train.horizon_steps is not None:
-            self.steps = self.train.horizon_steps
-        if self.steps is None and self.train.max_minutes is None:
-            self.steps = self.train.max_steps
+        if self.steps is None and self.max_minutes is None:
+            self.steps = self.max_steps
 
     @property
     def pending(self) -> bool:
@@ -93,10 +73,9 @@ class Horizon:
         """The learning-rate factor of ``step``. Until the horizon is fixed (at the end of the
         warmup, or a few steps later when the warmup is too short to time, or a run resumed
         just before its end) a step past the warmup takes the peak, where the cosine starts."""
-        t = self.train
         if self.steps is None:
-            return lr_factor(step, t.warmup_steps, step + 1, "constant")
-        return lr_factor(step, t.warmup_steps, self.steps, t.lr_schedule)
+            return lr_factor(step, self.warmup, step + 1, "constant")
+        return lr_factor(step, self.warmup, self.steps, self.schedule)
 
     def retime(self) -> None:
         """Forget the steps timed so far (the run changed its threads): a horizon not fixed
@@ -110,11 +89,7 @@ class Horizon:
     def due(self, step: int) -> bool:
         """Whether to fix the horizon before taking ``step``: the next update's learning rate
         is the first past the warmup, and enough steps have been timed."""
-        return (
-            self.pending
-            and step + 1 >= self.train.warmup_steps
-            and len(self.timed) >= MIN_TIMED_STEPS
-        )
+        return self.pending and step + 1 >= self.warmup and len(self.timed) >= MIN_TIMED_STEPS
 
     def mean_step_s(self) -> float:
         """Mean seconds of the timed steps but the first (which pays for lazy set-up)."""
@@ -124,14 +99,13 @@ class Horizon:
     def fix(self, step: int, elapsed_s: float, step_s: float, val_s: float) -> int:
         """Estimate and freeze the horizon at ``step``, ``elapsed_s`` into the budget, for
         steps of ``step_s`` and validations of ``val_s`` seconds."""
-        t = self.train
-        assert t.max_minutes is not None  # pending only under a clock budget
+        assert self.max_minutes is not None  # pending only under a clock budget
         self.steps = estimate_horizon(
             step=step,
             step_s=step_s,
-            remaining_s=t.max_minutes * 60 - elapsed_s,
+            remaining_s=self.max_minutes * 60 - elapsed_s,
             val_s=val_s,
-            eval_every=t.eval_every,
-            max_steps=t.max_steps,
+            eval_every=self.eval_every or self.max_steps,  # none: val_s is 0
+            max_steps=self.max_steps,
         )
         return self.steps

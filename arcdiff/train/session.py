@@ -18,11 +18,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from arcdiff.config import Config, config_to_dict
 from arcdiff.data.dataset import TrainingStream, stream_from_config
-from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.errors import TrainingError
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.checkpoint import build_model, checkpoint_state, load_state_strict
-from arcdiff.runs.device import cuda_rng_state, fast_math, restore_cuda_rng, seeded_generator
+from arcdiff.runs.device import cuda_rng_state, restore_cuda_rng, seeded_generator
 from arcdiff.train.distributed import Distributed
 from arcdiff.train.horizon import Horizon
 from arcdiff.train.logging import MetricsLogger
@@ -140,7 +138,7 @@ def new_session(cfg: Config, ddp: Distributed) -> Session:
         model, t.lr, t.weight_decay, ddp.device, kind=t.optimizer, muon_lr=t.muon_lr
     )
     clock = {"start": time.monotonic()}
-    horizon = Horizon(t)
+    horizon = Horizon.of_train(t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, horizon.factor)
     noise_gen = seeded_generator(ddp.device, noise_seed(t.seed, ddp.rank))
     coin_gen = seeded_generator("cpu", t.seed + 77)  # read on the host each step
@@ -150,28 +148,18 @@ def new_session(cfg: Config, ddp: Distributed) -> Session:
 
 
 def train_step_for(s: Session) -> TrainStep:
-    cfg, device = s.cfg, s.ddp.device
-    t = cfg.train
-    if t.batch_size % t.grad_accum:
-        raise TrainingError(
-            f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}"
-        )
+    """The run's step: its model compiled (train.compile) and wrapped in DDP under torchrun."""
+    t = s.cfg.train
     forward: nn.Module = torch.compile(s.model) if t.compile else s.model
     if s.ddp.enabled:
         forward = DistributedDataParallel(forward, find_unused_parameters=s.model.self_condition)
-    return TrainStep(
-        model=s.model,
-        forward=forward,
-        diffusion=DiscreteDiffusion.from_config(cfg.diffusion),
-        optimizer=s.optimizer,
+    return TrainStep.from_config(
+        s.cfg,
+        s.model,
+        s.optimizer,
+        device=s.ddp.device,
         scheduler=s.scheduler,
         ema=s.ema,
-        ema_decay=t.ema_decay,
-        grad_clip=t.grad_clip,
-        size_loss_weight=cfg.diffusion.size_loss_weight,
-        self_cond_prob=t.self_cond_prob,
-        grad_accum=t.grad_accum,
-        autocast=lambda: fast_math(device, t.bf16, cpu_bf16=t.cpu_bf16),
-        no_sync=forward.no_sync if s.ddp.enabled else None,
+        forward=forward,
         mean=s.ddp.mean,
     )

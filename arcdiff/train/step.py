@@ -15,11 +15,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from arcdiff.config import Config
 from arcdiff.data.dataset import Batch
 from arcdiff.data.encode import PAD
 from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.errors import TrainingError
 from arcdiff.model.denoiser import DenoiserOutput
+from arcdiff.runs.device import check_cpu_bf16, fast_math
 from arcdiff.train.optim import ema_decay_at, ema_update
 
 
@@ -71,6 +75,14 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     )
 
 
+def _same(values: Tensor) -> Tensor:
+    return values  # one process: the mean over ranks is the value
+
+
+def _nothing() -> None:
+    return None
+
+
 PARTS = ("colour_loss", "size_loss")  # what DiscreteDiffusion.loss reports beside the loss
 
 
@@ -111,8 +123,58 @@ class TrainStep:
     ema_decay: float = 0.0
     autocast: Callable[[], Any] = contextlib.nullcontext
     no_sync: Callable[[], Any] | None = None
-    mean: Callable[[Tensor], Tensor] = lambda values: values
-    sync: Callable[[], None] = lambda: None  # e.g. torch.cuda.synchronize, for timings
+    mean: Callable[[Tensor], Tensor] = _same
+    sync: Callable[[], None] = _nothing  # e.g. torch.cuda.synchronize, for timings
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Config,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        device: torch.device,
+        diffusion: DiscreteDiffusion | None = None,
+        scheduler: Any = None,
+        ema: nn.Module | None = None,
+        forward: nn.Module | None = None,
+        mean: Callable[[Tensor], Tensor] | None = None,
+        sync: Callable[[], None] | None = None,
+        batch_field: str = "train.batch_size",
+    ) -> TrainStep:
+        """The step ``cfg`` describes (clipping, size-loss weight, self-conditioning, gradient
+        accumulation, EMA decay, bf16 autocast) on what the config does not hold: the weights,
+        their optimizer, schedule and EMA, the ``forward`` wrapper (compiled, DDP), the
+        all-reduce ``mean`` and a ``sync`` for timings. ``batch_field`` names the batch size the
+        steps take (``lora.batch_size`` for an adaptation): it must split into
+        ``train.grad_accum`` micro-batches."""
+        t = cfg.train
+        section, name = batch_field.split(".")
+        batch_size = getattr(getattr(cfg, section), name)
+        if batch_size % t.grad_accum:
+            raise TrainingError(
+                f"{batch_field}={batch_size} is not divisible by train.grad_accum={t.grad_accum}"
+            )
+        check_cpu_bf16(device, t.cpu_bf16)
+        if diffusion is None:
+            diffusion = DiscreteDiffusion.from_config(cfg.diffusion)
+        return cls(
+            model=model,
+            diffusion=diffusion,
+            optimizer=optimizer,
+            grad_clip=t.grad_clip,
+            size_loss_weight=cfg.diffusion.size_loss_weight,
+            self_cond_prob=t.self_cond_prob,
+            grad_accum=t.grad_accum,
+            forward=forward,
+            scheduler=scheduler,
+            ema=ema,
+            ema_decay=t.ema_decay,
+            autocast=lambda: fast_math(device, t.bf16, cpu_bf16=t.cpu_bf16),
+            no_sync=forward.no_sync if isinstance(forward, DistributedDataParallel) else None,
+            mean=mean or _same,
+            sync=sync or _nothing,
+        )
 
     def __call__(
         self,

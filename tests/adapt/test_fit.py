@@ -5,7 +5,7 @@ import torch
 
 from arcdiff.data.tasks import load_tasks
 from arcdiff.runs.checkpoint import load_run
-from tests.adapt.conftest import KNOWN, NEW, a_batch, adapted_for, logits_of
+from tests.adapt.conftest import CPU, KNOWN, NEW, a_batch, adapted_for, logits_of
 
 
 @pytest.mark.parametrize("mode", ["shared", "per-task", "embeddings-only"])
@@ -113,3 +113,71 @@ def test_without_augmentation_the_stream_shows_the_demonstrations_as_they_are(
     assert off.lora.augment is False
     w = "blocks.0.mlp.fc1.weight"
     assert not torch.equal(a.model.state_dict()[w], b.model.state_dict()[w])
+
+
+def _training_batch_sizes(run) -> set[int]:
+    """The batch sizes of the denoiser's training forwards while ``run()`` runs."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from arcdiff.model.denoiser import Denoiser
+
+    seen: set[int] = set()
+
+    def watch(module, args, out):
+        if isinstance(module, Denoiser) and module.training:
+            seen.add(args[0].shape[0])  # inputs (B, S, S)
+
+    handle = register_module_forward_hook(watch)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_adaptation_accumulates_gradients_as_training_does(base_dir, tasks, tmp_path):
+    from functools import partial
+
+    from arcdiff.adapt import adapt, lora_config
+    from arcdiff.errors import TrainingError
+
+    base = load_run(base_dir)
+    sets = ["lora.mode=full", "lora.steps=2", "lora.batch_size=8"]
+    for accum, micro in ((1, 8), (2, 4)):
+        cfg = lora_config(base, None, [*sets, f"train.grad_accum={accum}"])
+        run = partial(adapt, base, tasks.tasks, cfg, tmp_path / str(accum), progress=False)
+        assert _training_batch_sizes(run) == {micro}  # train.grad_accum micro-batches a step
+    odd = lora_config(base, None, [*sets, "lora.batch_size=3", "train.grad_accum=2"])
+    with pytest.raises(TrainingError, match=r"lora.batch_size=3 is not divisible by train"):
+        adapt(base, tasks.tasks, odd, tmp_path / "odd", progress=False)
+
+
+def test_adaptation_autocasts_to_cpu_bf16_as_training_does(base_dir, tasks, tmp_path, monkeypatch):
+    """train.cpu_bf16 reaches the adaptation's step: refused where the CPU lacks the flags
+    (as the trainer refuses it), bf16 forwards where it has them (claimed here: this CPU's
+    bf16 may be emulated, which is slow but exact enough for two steps)."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from arcdiff.adapt import adapt, lora_config
+    from arcdiff.errors import ConfigError
+    from arcdiff.model.denoiser import Denoiser
+    from arcdiff.runs import device as device_module
+
+    base = load_run(base_dir)
+    cfg = lora_config(base, None, ["lora.mode=full", "lora.steps=2", "train.cpu_bf16=true"])
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: {"fpu", "avx2"})
+    with pytest.raises(ConfigError, match=r"train.cpu_bf16: this CPU has neither AMX nor AVX512"):
+        adapt(base, tasks.tasks, cfg, tmp_path / "refused", device=CPU, progress=False)
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: {"fpu", "amx_bf16"})
+    seen: list[torch.dtype] = []
+
+    def watch(module, args, out):
+        if isinstance(module, Denoiser) and module.training:
+            seen.append(out.logits.dtype)
+
+    handle = register_module_forward_hook(watch)
+    try:
+        adapt(base, tasks.tasks, cfg, tmp_path / "bf16", device=CPU, progress=False)
+    finally:
+        handle.remove()
+    assert seen and set(seen) == {torch.bfloat16}  # every training forward, under autocast

@@ -91,9 +91,9 @@ def test_the_horizon_estimate_spends_the_budget_less_the_validations():
 
 
 def test_a_horizon_is_fixed_only_under_a_clock_budget_and_after_the_warmup():
-    assert Horizon(preset(train__max_minutes=None, train__max_steps=77).train).steps == 77
-    assert Horizon(preset(train__horizon_steps=33).train).steps == 33
-    h = Horizon(preset().train)  # 20 minutes, warmup 4
+    assert Horizon.of_train(preset(train__max_minutes=None, train__max_steps=77).train).steps == 77
+    assert Horizon.of_train(preset(train__horizon_steps=33).train).steps == 33
+    h = Horizon.of_train(preset().train)  # 20 minutes, warmup 4
     assert h.pending and not h.due(10)  # nothing timed yet
     for _ in range(2):
         h.time_step(0.1)

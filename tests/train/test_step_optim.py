@@ -8,6 +8,7 @@ import torch
 from arcdiff.config import load_config
 from arcdiff.data.dataset import stream_from_config
 from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.errors import TrainingError
 from arcdiff.runs.checkpoint import build_model
 from arcdiff.train.optim import ema_update, make_optimizer, warmup_cosine
 from arcdiff.train.step import TrainStep
@@ -93,3 +94,31 @@ def test_a_compiled_forward_takes_the_same_step():
         gen, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
         losses.append(step(stream.sample, 8, gen, gen, 0, device=cpu).loss)
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_from_config_takes_every_setting_of_the_step_from_the_config():
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            train__grad_clip=0.25,
+            train__self_cond_prob=0.75,
+            train__grad_accum=2,
+            train__ema_decay=0.5,
+            diffusion__size_loss_weight=0.3,
+            diffusion__kernel="absorbing",
+        ),
+    )
+    stream = stream_from_config(cfg.data)
+    model = build_model(cfg, stream.num_tasks)
+    opt = make_optimizer(model, cfg.train.lr, cfg.train.weight_decay, torch.device("cpu"))
+    step = TrainStep.from_config(cfg, model, opt, device=torch.device("cpu"))
+    assert (step.grad_clip, step.self_cond_prob, step.grad_accum) == (0.25, 0.75, 2)
+    assert (step.ema_decay, step.size_loss_weight) == (0.5, 0.3)
+    assert step.diffusion.kernel == "absorbing"
+    assert step.diffusion == DiscreteDiffusion.from_config(cfg.diffusion)
+    assert step.no_sync is None and step.forward is None and step.scheduler is None
+    with pytest.raises(TrainingError, match=r"lora.batch_size=\d+ is not divisible by train"):
+        bad = load_config(None, tiny_overrides(train__grad_accum=3, lora__batch_size=16))
+        TrainStep.from_config(
+            bad, model, opt, device=torch.device("cpu"), batch_field="lora.batch_size"
+        )

@@ -106,6 +106,89 @@ def loss_per_bucket(
     return (edges[:-1] + edges[1:]) / 2, np.array(losses)
 
 
+def _denoising_figure(run: Run, out_dir: Path) -> None:
+    """x_t and the predicted x_0 along one chain per class (or per noise draw)."""
+    s = run.cfg.sample
+    n_show = min(4, run.ema.num_classes or 4)
+    labels = torch.arange(n_show) if run.ema.num_classes else None
+    kept, xs, x0s = denoising_trajectory(
+        run.ema,
+        run.diffusion,
+        _noise(n_show, image_shape(run), s.seed + 1),
+        labels,
+        sampler_of(run),
+        guidance_scale=s.guidance_scale,
+        seed=s.seed,
+        clamp=run.clamp,
+    )
+    xs, x0s = run.to_pixels(xs), run.to_pixels(x0s)  # (keep, N, C, H, W) images
+    collage = []
+    for i in range(n_show):
+        name = run.class_names[i] if labels is not None else f"#{i}"
+        collage.append((f"{name}: x_t", xs[:, i].numpy()))
+        collage.append((f"{name}: x0", x0s[:, i].numpy()))
+    plots.image_grid(
+        out_dir / "denoising.png",
+        collage,
+        title="x_t and predicted x_0 along the chain (t above each column)",
+        column_labels=[f"t={t}" for t in kept],
+    )
+
+
+def _reconstruction_figure(
+    run: Run, out_dir: Path, held_out: torch.Tensor, held_labels: torch.Tensor
+) -> dict[str, float]:
+    """Held-out images noised to a step and brought back; the MSE per starting step."""
+    s = run.cfg.sample
+    originals = held_out[:8]
+    recon_rows = [("original", originals.numpy())]
+    recon_mse = {}
+    T = run.diffusion.num_timesteps
+    for fraction in RECONSTRUCT_FRACTIONS:
+        t_start = int(fraction * (T - 1))
+        x_t, recon = reconstruct(
+            run.ema,
+            run.diffusion,
+            run.to_model_space(originals),
+            held_labels[:8] if run.ema.num_classes else None,
+            t_start,
+            num_steps=s.num_steps,
+            seed=s.seed,
+            clamp=run.clamp,
+        )
+        x_t, recon = run.to_pixels(x_t), run.to_pixels(recon)
+        recon_mse[str(t_start)] = ((recon - originals) ** 2).mean().item()
+        recon_rows += [(f"x_t t={t_start}", x_t.numpy()), (f"recon t={t_start}", recon.numpy())]
+    plots.image_grid(
+        out_dir / "reconstruction.png",
+        recon_rows,
+        title="held-out images noised to step t, then DDIM (eta 0) back to t = 0",
+    )
+    return recon_mse
+
+
+def _interpolation_figure(run: Run, out_dir: Path) -> None:
+    """DDIM from points on the great circle between two noise draws, per class."""
+    s = run.cfg.sample
+    z = _noise(2, image_shape(run), s.seed + 2)
+    alphas = torch.linspace(0, 1, 9)
+    path_noise = slerp(z[0], z[1], alphas)
+    interp_rows = []
+    classes = range(min(4, run.ema.num_classes)) if run.ema.num_classes else [None]
+    for c in classes:
+        y = None if c is None else torch.full((len(alphas),), c)
+        how = Sampler("ddim", s.num_steps, 0.0, s.spacing)
+        images = draw(run, path_noise, y, how, guidance_scale=s.guidance_scale)
+        name = "uncond." if c is None else run.class_names[c]
+        interp_rows.append((name, images.numpy()))
+    plots.image_grid(
+        out_dir / "interpolation.png",
+        interp_rows,
+        title="DDIM (eta 0) from slerp(z0, z1, alpha)",
+        column_labels=[f"{a:.2f}" for a in alphas.tolist()],
+    )
+
+
 def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = None) -> dict:
     """All the figures above into ``out_dir``; returns what diagnostics.json holds."""
     cfg, s = run.cfg, run.cfg.sample
@@ -138,76 +221,11 @@ def write_diagnostics(run: Run, out_dir: Path, *, progress: Progress | None = No
             np.array([r["loss"] for r in rows]),
         )
     tick()
-
-    n_show = min(4, run.ema.num_classes or 4)
-    labels = torch.arange(n_show) if run.ema.num_classes else None
-    kept, xs, x0s = denoising_trajectory(
-        run.ema,
-        run.diffusion,
-        _noise(n_show, image_shape(run), s.seed + 1),
-        labels,
-        sampler_of(run),
-        guidance_scale=s.guidance_scale,
-        seed=s.seed,
-        clamp=run.clamp,
-    )
-    xs, x0s = run.to_pixels(xs), run.to_pixels(x0s)  # (keep, N, C, H, W) images
-    collage = []
-    for i in range(n_show):
-        name = run.class_names[i] if labels is not None else f"#{i}"
-        collage.append((f"{name}: x_t", xs[:, i].numpy()))
-        collage.append((f"{name}: x0", x0s[:, i].numpy()))
-    plots.image_grid(
-        out_dir / "denoising.png",
-        collage,
-        title="x_t and predicted x_0 along the chain (t above each column)",
-        column_labels=[f"t={t}" for t in kept],
-    )
+    _denoising_figure(run, out_dir)
     tick()
-
-    originals = held_out[:8]
-    recon_rows = [("original", originals.numpy())]
-    recon_mse = {}
-    T = run.diffusion.num_timesteps
-    for fraction in RECONSTRUCT_FRACTIONS:
-        t_start = int(fraction * (T - 1))
-        x_t, recon = reconstruct(
-            run.ema,
-            run.diffusion,
-            run.to_model_space(originals),
-            held_labels[:8] if run.ema.num_classes else None,
-            t_start,
-            num_steps=s.num_steps,
-            seed=s.seed,
-            clamp=run.clamp,
-        )
-        x_t, recon = run.to_pixels(x_t), run.to_pixels(recon)
-        recon_mse[str(t_start)] = ((recon - originals) ** 2).mean().item()
-        recon_rows += [(f"x_t t={t_start}", x_t.numpy()), (f"recon t={t_start}", recon.numpy())]
-    plots.image_grid(
-        out_dir / "reconstruction.png",
-        recon_rows,
-        title="held-out images noised to step t, then DDIM (eta 0) back to t = 0",
-    )
+    recon_mse = _reconstruction_figure(run, out_dir, held_out, held_labels)
     tick()
-
-    z = _noise(2, image_shape(run), s.seed + 2)
-    alphas = torch.linspace(0, 1, 9)
-    path_noise = slerp(z[0], z[1], alphas)
-    interp_rows = []
-    classes = range(min(4, run.ema.num_classes)) if run.ema.num_classes else [None]
-    for c in classes:
-        y = None if c is None else torch.full((len(alphas),), c)
-        how = Sampler("ddim", s.num_steps, 0.0, s.spacing)
-        images = draw(run, path_noise, y, how, guidance_scale=s.guidance_scale)
-        name = "uncond." if c is None else run.class_names[c]
-        interp_rows.append((name, images.numpy()))
-    plots.image_grid(
-        out_dir / "interpolation.png",
-        interp_rows,
-        title="DDIM (eta 0) from slerp(z0, z1, alpha)",
-        column_labels=[f"{a:.2f}" for a in alphas.tolist()],
-    )
+    _interpolation_figure(run, out_dir)
     tick()
 
     summary: dict[str, Any] = {

@@ -17,6 +17,7 @@ starts as the identity and the model starts by predicting 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
@@ -147,6 +148,58 @@ class Level(nn.Module):
         return h
 
 
+def _check_context(
+    text_conditional: bool,
+    context_tokens: Tensor | None,
+    context_mask: Tensor | None,
+    num_classes: int,
+) -> None:
+    """A text-conditional U-Net has a context table of one prompt per class plus the empty one."""
+    if text_conditional and context_tokens is None:
+        raise ConfigError(
+            "model.text_conditional is true but no context table was given: the U-Net "
+            "would have no cross-attention and ignore the prompts; encode the prompts "
+            "(arcdiff/image/unet/text.py) and pass the table when building the model"
+        )
+    if context_tokens is not None:
+        if not text_conditional or context_mask is None:
+            raise ValueError("a context table needs text_conditional=True and its mask")
+        if len(context_tokens) != num_classes + 1:
+            raise ValueError(
+                f"context table has {len(context_tokens)} prompts; {num_classes} classes "
+                "need one each plus the empty prompt"
+            )
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """Builds the U-Net's blocks at a level: residual, self- and cross-attention."""
+
+    emb_dim: int
+    groups: int
+    dropout: float
+    num_heads: int
+    attention_resolutions: tuple[int, ...]
+    cross_attention_resolutions: tuple[int, ...]
+    context_dim: int | None  # None: no context table, no cross-attention
+
+    def res_block(self, in_ch: int, out_ch: int) -> ResBlock:
+        return ResBlock(
+            in_ch, out_ch, emb_dim=self.emb_dim, groups=self.groups, dropout=self.dropout
+        )
+
+    def attention(self, ch: int, res: int, n: int) -> list[SelfAttention]:
+        if res not in self.attention_resolutions:
+            return []
+        return [SelfAttention(ch, heads=self.num_heads, groups=self.groups) for _ in range(n)]
+
+    def cross(self, ch: int, res: int, n: int) -> list[CrossAttention]:
+        if self.context_dim is None or res not in self.cross_attention_resolutions:
+            return []
+        dim, heads, groups = self.context_dim, self.num_heads, self.groups
+        return [CrossAttention(ch, dim, heads=heads, groups=groups) for _ in range(n)]
+
+
 class UNet(nn.Module):
     """(x (B, C, H, W), t (B,) training step, y (B,) class or None) -> (B, C, H, W).
 
@@ -176,20 +229,8 @@ class UNet(nn.Module):
         super().__init__()
         if image_size % 2 ** (len(channel_mults) - 1):
             raise ValueError(f"image_size {image_size} is not divisible by the downsampling")
-        if text_conditional and context_tokens is None:
-            raise ConfigError(
-                "model.text_conditional is true but no context table was given: the U-Net "
-                "would have no cross-attention and ignore the prompts; encode the prompts "
-                "(arcdiff/image/unet/text.py) and pass the table when building the model"
-            )
+        _check_context(text_conditional, context_tokens, context_mask, num_classes)
         if context_tokens is not None:
-            if not text_conditional or context_mask is None:
-                raise ValueError("a context table needs text_conditional=True and its mask")
-            if len(context_tokens) != num_classes + 1:
-                raise ValueError(
-                    f"context table has {len(context_tokens)} prompts; {num_classes} classes "
-                    "need one each plus the empty prompt"
-                )
             # frozen (no gradient), saved in the state dict with the weights
             self.register_buffer("context_tokens", context_tokens.float().clone())
             self.register_buffer("context_mask", context_mask.bool().clone())
@@ -208,25 +249,44 @@ class UNet(nn.Module):
         learned = num_classes and not text_conditional
         self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if learned else None
 
-        def res_block(in_ch: int, out_ch: int) -> ResBlock:
-            return ResBlock(in_ch, out_ch, emb_dim=emb_dim, groups=groups, dropout=dropout)
-
-        def attention(ch: int, res: int, n: int) -> list[SelfAttention]:
-            if res not in attention_resolutions:
-                return []
-            return [SelfAttention(ch, heads=num_heads, groups=groups) for _ in range(n)]
-
-        def cross(ch: int, res: int, n: int) -> list[CrossAttention]:
-            if context_tokens is None or res not in cross_attention_resolutions:
-                return []
-            dim = context_tokens.shape[2]
-            return [CrossAttention(ch, dim, heads=num_heads, groups=groups) for _ in range(n)]
-
+        make = _Blocks(
+            emb_dim,
+            groups,
+            dropout,
+            num_heads,
+            tuple(attention_resolutions),
+            tuple(cross_attention_resolutions),
+            None if context_tokens is None else context_tokens.shape[2],
+        )
         self.input = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         widths = [base_channels * m for m in channel_mults]
-        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skip_channels = [base_channels]
-        ch, res = base_channels, image_size
+        ch, res = self._build_down(make, widths, num_res_blocks, image_size, skip_channels)
+        res_block = make.res_block
+        self.mid = nn.ModuleList([res_block(ch, ch), res_block(ch, ch)])
+        self.mid_attention = SelfAttention(ch, heads=num_heads, groups=groups)
+        if context_tokens is not None:  # always in the middle, as self-attention
+            self.mid_cross = CrossAttention(
+                ch, context_tokens.shape[2], heads=num_heads, groups=groups
+            )
+        ch = self._build_up(make, widths, num_res_blocks, ch, res, skip_channels)
+        self.out = nn.Sequential(
+            nn.GroupNorm(groups, ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
+        )
+
+    def _build_down(
+        self,
+        make: _Blocks,
+        widths: list[int],
+        num_res_blocks: int,
+        image_size: int,
+        skip_channels: list[int],
+    ) -> tuple[int, int]:
+        """The encoder's levels and downsamplers; ``skip_channels`` gets each skip's width.
+        Returns the channels and resolution at the bottom."""
+        res_block, attention, cross = make.res_block, make.attention, make.cross
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        ch, res = skip_channels[0], image_size
         for i, width in enumerate(widths):
             blocks = []
             for _ in range(num_res_blocks):
@@ -245,12 +305,19 @@ class UNet(nn.Module):
                 self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                 skip_channels.append(ch)
                 res //= 2
-        self.mid = nn.ModuleList([res_block(ch, ch), res_block(ch, ch)])
-        self.mid_attention = SelfAttention(ch, heads=num_heads, groups=groups)
-        if context_tokens is not None:  # always in the middle, as self-attention
-            self.mid_cross = CrossAttention(
-                ch, context_tokens.shape[2], heads=num_heads, groups=groups
-            )
+        return ch, res
+
+    def _build_up(
+        self,
+        make: _Blocks,
+        widths: list[int],
+        num_res_blocks: int,
+        ch: int,
+        res: int,
+        skip_channels: list[int],
+    ) -> int:
+        """The decoder's levels and upsamplers, taking the skips back; returns its channels."""
+        res_block, attention, cross = make.res_block, make.attention, make.cross
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i, width in reversed(list(enumerate(widths))):
             blocks = []
@@ -267,9 +334,7 @@ class UNet(nn.Module):
                     )
                 )
                 res *= 2
-        self.out = nn.Sequential(
-            nn.GroupNorm(groups, ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
-        )
+        return ch
 
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
         """Time embedding plus class embedding: (B, E)."""

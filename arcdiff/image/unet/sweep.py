@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from arcdiff.image.unet import plots
 from arcdiff.image.unet.alignment import metric_classifier, run_alignment
 from arcdiff.image.unet.diagnostics import image_shape
-from arcdiff.image.unet.metrics import embed, frechet_distance, sample_quality
+from arcdiff.image.unet.metrics import FeatureClassifier, embed, frechet_distance, sample_quality
 from arcdiff.image.unet.run import Run, load_data, to_model_range
 from arcdiff.image.unet.sample import Sampler, draw
 from arcdiff.runs.paths import write_json
@@ -62,6 +63,41 @@ def train_subset_frechet(
         picks.append(members[torch.randperm(len(members), generator=gen)[: int(count)]])
     subset = real_feats[torch.cat(picks)]
     return frechet_distance(real_feats.double().numpy(), subset.double().numpy())
+
+
+def _sweep_row(
+    run: Run,
+    out_dir: Path,
+    classifier: FeatureClassifier,
+    real_feats: Tensor,
+    noise: Tensor,
+    labels: Tensor | None,
+    kind: str,
+    how: Sampler,
+    scale: float,
+) -> dict[str, Any]:
+    """Sample with one setting, time and score it, save its grid in sweep/."""
+    cfg = run.cfg
+    label = f"{how.sampler} {how.num_steps}, guidance {scale:g}"
+    wall, cpu = time.perf_counter(), time.process_time()
+    samples = draw(run, noise, labels, how, guidance_scale=scale, seed=cfg.sample.seed)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    quality = sample_quality(classifier, real_feats, samples, labels, k=cfg.eval.knn_k)
+    plots.image_grid(
+        out_dir / "sweep" / f"{how.sampler}{how.num_steps}_g{scale:g}.png",
+        [(f"#{j * 10}-", row.numpy()) for j, row in enumerate(samples[:40].split(10))],
+        title=label,
+    )
+    return {
+        "sweep": kind,
+        "setting": label,
+        "sampler": how.sampler,
+        "num_steps": how.num_steps,
+        "guidance_scale": scale,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        **quality.to_dict(),
+    }
 
 
 def run_sweep(
@@ -111,27 +147,8 @@ def run_sweep(
     settings = sweep_settings(run)
     report("sweep", 0, len(settings))
     for i, (kind, how, scale) in enumerate(settings):
-        label = f"{how.sampler} {how.num_steps}, guidance {scale:g}"
-        wall, cpu = time.perf_counter(), time.process_time()
-        samples = draw(run, noise, labels, how, guidance_scale=scale, seed=cfg.sample.seed)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        quality = sample_quality(classifier, real_feats, samples, labels, k=cfg.eval.knn_k)
         rows.append(
-            {
-                "sweep": kind,
-                "setting": label,
-                "sampler": how.sampler,
-                "num_steps": how.num_steps,
-                "guidance_scale": scale,
-                "wall_s": wall,
-                "cpu_s": cpu,
-                **quality.to_dict(),
-            }
-        )
-        plots.image_grid(
-            out_dir / "sweep" / f"{how.sampler}{how.num_steps}_g{scale:g}.png",
-            [(f"#{j * 10}-", row.numpy()) for j, row in enumerate(samples[:40].split(10))],
-            title=label,
+            _sweep_row(run, out_dir, classifier, real_feats, noise, labels, kind, how, scale)
         )
         report("sweep", i + 1, len(settings))
     alignment = None

@@ -16,8 +16,9 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -73,6 +74,92 @@ def model_space_data(
     return images, context, latent
 
 
+def _optimizer(
+    model: nn.Module, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW; matrices decay, biases and norms do not."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay}],
+        lr=lr,
+        weight_decay=0.0,
+        fused=device.type == "cuda",
+    )
+
+
+def _restore(
+    state: dict[str, Any],
+    where: str,
+    run: Run,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+    device: torch.device,
+) -> None:
+    """Weights, EMA, optimizer, random states and step from a checkpoint (last.pt)."""
+    load_state_strict(run.model, state["model"], f"{where} (model)")
+    load_state_strict(run.ema, state["ema"], f"{where} (ema)")
+    optimizer.load_state_dict(state["optimizer"])
+    gen.set_state(state["rng"]["batches"])
+    torch.set_rng_state(state["rng"]["torch"])
+    restore_cuda_rng(state["rng"], device)
+    run.step = state["step"]
+
+
+def _autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
+    """bf16 autocast on CUDA when asked, nothing elsewhere."""
+    if device.type == "cuda" and bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _micro_batch_loss(
+    run: Run,
+    images: Tensor,
+    labels: Tensor,
+    null_class: int,
+    gen: torch.Generator,
+    autocast: AbstractContextManager,
+    args: dict[str, Any],
+) -> Tensor:
+    """The diffusion loss of one micro-batch drawn from ``gen``: labels dropped to the null
+    class with probability ``label_dropout``, noised at uniform steps."""
+    t, device = run.cfg.train, images.device
+    idx = torch.randint(0, len(images), (t.batch_size,), generator=gen, device=device)
+    x0, y = images[idx], labels[idx]
+    drop = torch.rand(len(y), generator=gen, device=device) < t.label_dropout
+    y = torch.where(drop, torch.full_like(y, null_class), y)
+    steps = torch.randint(
+        0, run.cfg.diffusion.num_timesteps, (len(y),), generator=gen, device=device
+    )
+    noise = torch.randn(x0.shape, generator=gen, device=device)
+    x_t = run.diffusion.add_noise(x0, noise, steps)
+    with autocast:
+        out = run.model(x_t, steps, y if args["num_classes"] else None)
+    return F.mse_loss(out.float(), run.diffusion.target(x0, noise, steps))
+
+
+def _write_summary(
+    run: Run, run_dir: Path, start_step: int, wall: float, cpu: float, device: torch.device
+) -> None:
+    t = run.cfg.train
+    rows = read_metrics(run_dir)
+    write_json(
+        run_dir / "train_summary.json",
+        {
+            "parameters": count_parameters(run.model),
+            "steps": run.step,
+            "steps_this_call": run.step - start_step,
+            "images_seen": run.step * t.batch_size * t.grad_accum,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "final_loss": rows[-1]["loss"] if rows else None,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        },
+    )
+
+
 def train_image_model(
     cfg: ImageConfig, run_dir: Path, *, resume: bool = False, progress: Progress | None = None
 ) -> Run:
@@ -95,22 +182,9 @@ def train_image_model(
     model = build_unet(args, context).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     run = Run(cfg, model, ema, make_diffusion(cfg).to(device), data.class_names, 0, context, latent)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay}],
-        lr=t.lr,
-        weight_decay=0.0,
-        fused=device.type == "cuda",
-    )
+    optimizer = _optimizer(model, t.lr, t.weight_decay, device)
     if state is not None:
-        load_state_strict(model, state["model"], f"{where} (model)")
-        load_state_strict(run.ema, state["ema"], f"{where} (ema)")
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["rng"]["batches"])
-        torch.set_rng_state(state["rng"]["torch"])
-        restore_cuda_rng(state["rng"], device)
-        run.step = state["step"]
+        _restore(state, where, run, optimizer, gen, device)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", cfg.to_dict())
     metrics_path = run_dir / "metrics.jsonl"
@@ -121,11 +195,7 @@ def train_image_model(
     labels = torch.from_numpy(data.labels).to(device)
     null_class = data.num_classes
     params = list(model.parameters())
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and t.bf16
-        else nullcontext()
-    )
+    autocast = _autocast(device, t.bf16)
     model.train()
     window: list[float] = []
     wall_start, cpu_start = time.perf_counter(), time.process_time()
@@ -133,18 +203,7 @@ def train_image_model(
     for step in range(start_step, t.steps):
         total = 0.0
         for _ in range(t.grad_accum):
-            idx = torch.randint(0, len(images), (t.batch_size,), generator=gen, device=device)
-            x0, y = images[idx], labels[idx]
-            drop = torch.rand(len(y), generator=gen, device=device) < t.label_dropout
-            y = torch.where(drop, torch.full_like(y, null_class), y)
-            steps = torch.randint(
-                0, cfg.diffusion.num_timesteps, (len(y),), generator=gen, device=device
-            )
-            noise = torch.randn(x0.shape, generator=gen, device=device)
-            x_t = run.diffusion.add_noise(x0, noise, steps)
-            with autocast:
-                out = model(x_t, steps, y if args["num_classes"] else None)
-            loss = F.mse_loss(out.float(), run.diffusion.target(x0, noise, steps))
+            loss = _micro_batch_loss(run, images, labels, null_class, gen, autocast, args)
             (loss / t.grad_accum).backward()
             total += loss.item() / t.grad_accum
         grad_norm = nn.utils.clip_grad_norm_(params, t.grad_clip)
@@ -176,21 +235,7 @@ def train_image_model(
     state = image_checkpoint(run, optimizer, gen, args)
     save_checkpoint(ckpt_dir / "last.pt", state)
     save_checkpoint(ckpt_dir / "final.pt", state)
-    rows = read_metrics(run_dir)
-    write_json(
-        run_dir / "train_summary.json",
-        {
-            "parameters": count_parameters(model),
-            "steps": run.step,
-            "steps_this_call": run.step - start_step,
-            "images_seen": run.step * t.batch_size * t.grad_accum,
-            "wall_s": wall,
-            "cpu_s": cpu,
-            "final_loss": rows[-1]["loss"] if rows else None,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-        },
-    )
+    _write_summary(run, run_dir, start_step, wall, cpu, device)
     model.eval()
     run.ema.eval()
     return run
