@@ -93,6 +93,7 @@ class FieldOption:
     type: Any
     flag: str
     help: str
+    default: str = ""  # what it is when not given, said after the choices
 
 
 def with_field_options(
@@ -103,7 +104,8 @@ def with_field_options(
     signature = inspect.signature(command, eval_str=True)
     params = [p for name, p in signature.parameters.items() if name != into]
     for o in options:
-        option = typer.Option(o.flag, help=f"{o.help}{_choices(o.type)}", show_default=False)
+        text = f"{o.help}{_choices(o.type)}{o.default}"
+        option = typer.Option(o.flag, help=text, show_default=False)
         annotation = Annotated[_option_type(o.type) | None, option]
         params.append(inspect.Parameter(o.name, KEYWORD_ONLY, default=None, annotation=annotation))
 
@@ -126,7 +128,8 @@ def eval_options(cls: type[EvalConfig] = EvalConfig) -> list[FieldOption]:
             f.name,
             hints[f.name],
             f.metadata["option"],
-            f"{f.metadata['help']} Default: eval.{f.name}.",
+            f.metadata["help"],
+            f" Default: eval.{f.name}.",
         )
         for f in dataclasses.fields(cls)
         if f.metadata.get("option")
