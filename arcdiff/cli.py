@@ -221,7 +221,10 @@ def evaluate_command(
     for settings other than the run's config, e.g. ~steps1-limit1)."""
     from arcdiff.eval.evaluate import EvalSettings, evaluate_run
     from arcdiff.runs.paths import latest_run, select_device
+    from arcdiff.train.distributed import env_rank
 
+    if env_rank() != 0:  # under torchrun rank 0 evaluates alone: one writer of eval/
+        return
     if run is None:
         run = latest_run()
         console.print(f"evaluating the most recent run: {escape(str(run))}")
@@ -505,6 +508,8 @@ def pipeline_command(
         console=console,
         progress=progress,
     )
+    if result is None:  # a torchrun rank other than 0: rank 0 evaluates and reports
+        return
     _show_scores(result.scores, stats)
     console.print(f"report: {escape(str(result.report))}")
 
