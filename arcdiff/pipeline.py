@@ -24,7 +24,7 @@ from arcdiff.model.denoiser import Denoiser
 from arcdiff.report import write_report
 from arcdiff.runs.faults import out_of_memory_names
 from arcdiff.runs.lock import run_lock
-from arcdiff.runs.paths import CONFIG, checkpoint_path
+from arcdiff.runs.paths import CONFIG, checkpoint_path, checkpoints_dir
 from arcdiff.train.distributed import Distributed
 from arcdiff.train.resume import run_files
 from arcdiff.train.trainer import TrainResult, train
@@ -71,7 +71,7 @@ def train_run(
 
 def _remove_unstarted(run_dir: Path) -> None:
     """What a new run wrote before its first checkpoint (config.json, metrics.jsonl)."""
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         return
     shutil.rmtree(ckpt_dir, ignore_errors=True)

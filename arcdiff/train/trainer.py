@@ -32,6 +32,7 @@ from arcdiff.runs.cpu import CpuWatch, setup_cpu
 from arcdiff.runs.device import (
     check_cpu_bf16,
 )
+from arcdiff.runs.paths import checkpoints_dir
 from arcdiff.train.distributed import Distributed
 from arcdiff.train.interrupt import StopSignals, TrainingInterrupted
 from arcdiff.train.logging import MetricsLogger
@@ -98,7 +99,7 @@ def train(
     device = ddp.device
     cpu = setup_cpu(t.threads, device)
     console = console or Console()
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     # one line per phase when the progress bar cannot be drawn (a log file, a pipe)
     lines = progress and ddp.is_main and not console.is_terminal
 

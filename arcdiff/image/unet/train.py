@@ -43,7 +43,7 @@ from arcdiff.image.unet.run import (
 from arcdiff.image.unet.text import ContextTable, context_for_run, prompts_for
 from arcdiff.runs.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from arcdiff.runs.device import restore_cuda_rng, seeded_generator
-from arcdiff.runs.paths import read_metrics, select_device, write_json
+from arcdiff.runs.paths import checkpoints_dir, read_metrics, select_device, write_json
 from arcdiff.train.optim import ema_decay_at, ema_update, warmup_cosine_lr
 
 Progress = Callable[[str, int, int], None]  # (description, completed, total)
@@ -82,7 +82,7 @@ def train_image_model(
     device = select_device(t.device)
     gen = seeded_generator(device, t.seed)  # batches, label dropout, steps and noise
     data = load_data(cfg)
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     where, state = str(ckpt_dir / "last.pt"), None
     if resume:  # a mismatch fails before any prompt or image is encoded
         state = load_checkpoint(ckpt_dir / "last.pt")

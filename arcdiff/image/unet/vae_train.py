@@ -26,7 +26,7 @@ from arcdiff.image.unet.model import count_parameters
 from arcdiff.image.unet.run import load_data, to_model_range
 from arcdiff.image.unet.vae import VAE, vae_loss
 from arcdiff.runs.checkpoint import checkpoint_state, save_checkpoint
-from arcdiff.runs.paths import write_json
+from arcdiff.runs.paths import checkpoint_path, write_json
 from arcdiff.train.optim import warmup_cosine_lr
 
 Progress = Callable[[str, int, int], None]
@@ -91,7 +91,7 @@ def train_vae(cfg: ImageConfig, run_dir: Path, *, progress: Progress | None = No
     state = checkpoint_state(
         model=vae, ema=vae, config=cfg.to_dict(), step=v.steps, model_args=args, kind=VAE_KIND
     )
-    save_checkpoint(run_dir / "checkpoints" / "final.pt", state)
+    save_checkpoint(checkpoint_path(run_dir, "final"), state)
     summary = {
         "parameters": count_parameters(vae),
         "steps": v.steps,
