@@ -25,7 +25,8 @@ from arcdiff.report import write_report
 from arcdiff.runs.evals import eval_dir
 from arcdiff.runs.faults import out_of_memory_names
 from arcdiff.runs.lock import run_lock
-from arcdiff.runs.paths import CONFIG, checkpoint_path
+from arcdiff.runs.paths import CONFIG, checkpoint_path, checkpoints_dir
+from arcdiff.train.distributed import Distributed
 from arcdiff.train.resume import run_files
 from arcdiff.train.trainer import TrainResult, train
 
@@ -71,7 +72,7 @@ def train_run(
 
 def _remove_unstarted(run_dir: Path) -> None:
     """What a new run wrote before its first checkpoint (config.json, metrics.jsonl)."""
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         return
     shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -104,46 +105,86 @@ def run_pipeline(
     device: torch.device | None = None,
     console: Console | None = None,
     progress: bool = True,
-) -> PipelineResult:
+) -> PipelineResult | None:
     """Train ``cfg`` into ``run_dir`` (a new run; an interrupted one continues, a finished one
     is reused), score ``cfg.eval.split`` with the config's evaluation settings into
     ``run_dir/eval/``, and write ``run_dir/report/``. The scores of a run that was not trained
-    by this call are reused when its eval folder has them, unless ``force``."""
+    by this call are reused when its eval folder has them, unless ``force``.
+
+    Under torchrun every rank trains; the ranks then meet (rank 0 has written final.pt) and
+    rank 0 alone evaluates and reports; the others return None."""
     console = console or Console()
     if skip_training and not checkpoint_path(run_dir, "final").is_file():
         raise CheckpointError(
             f"{run_dir}: no trained run to reuse (no checkpoints/final.pt); "
             "drop --skip-training to train it"
         )
-    with run_lock(run_dir, "pipeline"):
-        trained = None
-        if skip_training or is_finished(run_dir, cfg):
-            console.print(
-                f"{run_dir} is trained: evaluating and reporting it", markup=False, soft_wrap=True
+    ddp = Distributed(device)  # begun here, the group outlives the trainer for the barrier
+    try:
+        with run_lock(run_dir, "pipeline"):
+            trained = _train_unless_finished(
+                cfg, run_dir, skip_training, device, console, progress, speak=ddp.is_main
             )
-        else:
-            started = bool(run_files(run_dir))
-            trained = train_run(
-                cfg, run_dir, resume=started, device=device, progress=progress, console=console
-            )
-            console.print(f"trained {trained.step} steps ({trained.stop_reason})")
-        scores_path = eval_dir(run_dir, cfg.eval.split) / "scores.json"
-        evaluated = trained is not None or force or not scores_path.is_file()
-        if not evaluated:
-            console.print(
-                f"{scores_path} is there: reusing it (--force evaluates again)",
-                markup=False,
-                soft_wrap=True,
-            )
-            scores = orjson.loads(scores_path.read_bytes())
-        else:
-            scores = evaluate_run(
-                run_dir,
-                cfg.eval,
-                device=device,
-                console=console,
-                progress=progress,
-                expect=cfg,
-                force=force or trained is not None,
-            )
-        return PipelineResult(trained, scores, write_report(run_dir), evaluated)
+            ddp.barrier()
+            ddp.close()
+            if not ddp.is_main:
+                return None
+            scores, evaluated = _evaluate(cfg, run_dir, trained, force, device, console, progress)
+            return PipelineResult(trained, scores, write_report(run_dir), evaluated)
+    finally:
+        ddp.close()
+
+
+def _train_unless_finished(
+    cfg: Config,
+    run_dir: Path,
+    skip_training: bool,
+    device: torch.device | None,
+    console: Console,
+    progress: bool,
+    *,
+    speak: bool,
+) -> TrainResult | None:
+    """Train or continue the run; None when it is finished. Only a ``speak``ing rank prints."""
+    say = console if speak else Console(quiet=True)
+    if skip_training or is_finished(run_dir, cfg):
+        say.print(
+            f"{run_dir} is trained: evaluating and reporting it", markup=False, soft_wrap=True
+        )
+        return None
+    started = bool(run_files(run_dir))
+    trained = train_run(
+        cfg, run_dir, resume=started, device=device, progress=progress, console=console
+    )
+    say.print(f"trained {trained.step} steps ({trained.stop_reason})")
+    return trained
+
+
+def _evaluate(
+    cfg: Config,
+    run_dir: Path,
+    trained: TrainResult | None,
+    force: bool,
+    device: torch.device | None,
+    console: Console,
+    progress: bool,
+) -> tuple[dict[str, Any], bool]:
+    """The scores of ``cfg.eval`` and whether they were computed (not reused) by this call."""
+    scores_path = eval_dir(run_dir, cfg.eval.split) / "scores.json"
+    if trained is None and not force and scores_path.is_file():
+        console.print(
+            f"{scores_path} is there: reusing it (--force evaluates again)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return orjson.loads(scores_path.read_bytes()), False
+    scores = evaluate_run(
+        run_dir,
+        cfg.eval,
+        device=device,
+        console=console,
+        progress=progress,
+        expect=cfg,
+        force=force or trained is not None,
+    )
+    return scores, True

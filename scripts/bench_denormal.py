@@ -14,6 +14,7 @@ import torch
 
 from arcdiff.data.dataset import stream_from_config
 from arcdiff.runs.checkpoint import load_run_model
+from arcdiff.runs.paths import checkpoint_path
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     for run in args.runs:
-        model, cfg, _ = load_run_model(run / "checkpoints" / "final.pt", use_ema=False)
+        model, cfg, _ = load_run_model(checkpoint_path(run, "final"), use_ema=False)
         model.train()
         batch = stream_from_config(cfg.data).sample(cfg.train.batch_size)
         b = len(batch)

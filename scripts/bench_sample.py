@@ -30,7 +30,7 @@ from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.eval.sample import predict_tasks
 from arcdiff.runs.checkpoint import build_model, load_run_model
 from arcdiff.runs.cpu import setup_cpu
-from arcdiff.runs.paths import select_device
+from arcdiff.runs.paths import checkpoint_path, select_device
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
     setup_cpu(args.threads, device)  # as evaluate: threads, denormals, the allocator
 
     if args.run:
-        model, cfg, state = load_run_model(args.run / "checkpoints" / "final.pt")
+        model, cfg, state = load_run_model(checkpoint_path(args.run, "final"))
         task_ids = state["task_ids"]
     else:
         cfg = load_config(args.config)

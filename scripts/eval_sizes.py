@@ -33,12 +33,13 @@ from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.eval.sample import DIHEDRAL_BITS, demo_size_prior, size_logprobs, size_votes
 from arcdiff.runs.checkpoint import load_run_model
+from arcdiff.runs.paths import checkpoint_path
 
 VIEWS = 8
 
 
 def size_accuracies(run: Path, checkpoint: str) -> dict[str, float]:
-    model, cfg, state = load_run_model(run / "checkpoints" / f"{checkpoint}.pt")
+    model, cfg, state = load_run_model(checkpoint_path(run, checkpoint))
     s = cfg.data.max_size
     tasks = load_tasks(cfg.eval.split, max_size=s, missing_ok=True)
     index = {task_id: i for i, task_id in enumerate(state["task_ids"])}

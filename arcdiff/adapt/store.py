@@ -41,7 +41,7 @@ from arcdiff.runs.checkpoint import (
     load_state_strict,
     save_checkpoint,
 )
-from arcdiff.runs.paths import code_version, select_device, write_json
+from arcdiff.runs.paths import checkpoint_path, code_version, select_device, write_json
 
 MANIFEST = "lora.json"
 MERGE_PER_TASK = (
@@ -133,7 +133,7 @@ def save_merged(adapted: Adapted, out_dir: Path, cfg: Config, base: LoadedRun) -
         adapted_from={"run": str(base.run_dir), "checkpoint": base.checkpoint},
     )
     save_config(cfg, out_dir / "config.json")
-    save_checkpoint(out_dir / "checkpoints" / "final.pt", checkpoint)
+    save_checkpoint(checkpoint_path(out_dir, "final"), checkpoint)
     return out_dir
 
 

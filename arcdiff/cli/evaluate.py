@@ -57,7 +57,10 @@ def evaluate_command(
     setting: --set eval.KEY=VALUE."""
     from arcdiff.eval.evaluate import evaluate_run
     from arcdiff.runs.paths import latest_run, select_device
+    from arcdiff.train.distributed import env_rank
 
+    if env_rank() != 0:  # under torchrun rank 0 evaluates alone: one writer of eval/
+        return
     if run is None:
         run = latest_run()
         console.print(f"evaluating the most recent run: {escape(str(run))}")

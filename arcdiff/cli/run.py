@@ -153,6 +153,8 @@ def pipeline_command(
         console=console,
         progress=progress,
     )
+    if result is None:  # a torchrun rank other than 0: rank 0 evaluates and reports
+        return
     show_scores(result.scores, stats)
     console.print(f"report: {escape(str(result.report))}")
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from arcdiff.console import console, user_errors
 from arcdiff.errors import CheckpointError, ConfigError
 from arcdiff.image.progress import progress_bar
+from arcdiff.runs.paths import checkpoints_dir
 
 Sets = Annotated[
     list[str] | None,
@@ -33,7 +34,7 @@ def one_row_table(title: str, row: dict[str, str]) -> Table:
 
 
 def _run_dir(run: Path) -> Path:
-    if not (run / "checkpoints").is_dir():
+    if not checkpoints_dir(run).is_dir():
         raise CheckpointError(f"{run}: not a run directory (no checkpoints/ inside)")
     return run
 

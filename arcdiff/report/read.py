@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from arcdiff.errors import CheckpointError
 from arcdiff.report.format import num
-from arcdiff.runs.paths import RunFiles, SplitEval, read_run
+from arcdiff.runs.paths import RunFiles, SplitEval, checkpoint_path, read_run
 
 __all__ = ["RunFiles", "SplitEval", "num_params", "params_text", "read_run"]
 
@@ -15,7 +15,7 @@ def num_params(run: RunFiles) -> int | None:
         return None
     import torch
 
-    path = run.path / "checkpoints" / f"{run.checkpoints[0]}.pt"
+    path = checkpoint_path(run.path, run.checkpoints[0])
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:  # torch raises many types for a truncated or foreign file

@@ -24,8 +24,14 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 
 
+def checkpoints_dir(run_dir: Path) -> Path:
+    """The folder of a run's checkpoints."""
+    return run_dir / "checkpoints"
+
+
 def checkpoint_path(run_dir: Path, name: str = "final") -> Path:
-    return run_dir / "checkpoints" / f"{name}.pt"
+    """``run_dir``'s checkpoint ``name`` (final, best, last, step_0000100, min_5)."""
+    return checkpoints_dir(run_dir) / f"{name}.pt"
 
 
 def latest_run(outputs: Path = Path("outputs")) -> Path:
@@ -196,7 +202,7 @@ def read_run(run_dir: Path) -> RunFiles:
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     eval_dir = run_dir / "eval"
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     if not any(
         p.exists() for p in (run_dir / "config.json", run_dir / "metrics.jsonl", eval_dir, ckpt_dir)
     ):

@@ -22,16 +22,25 @@ def rank_device(device: torch.device | None, local_rank: int, enabled: bool) -> 
     return device
 
 
+def env_rank() -> int:
+    """This process's rank under torchrun (0 when launched alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 class Distributed:
-    """Rank and world size from torchrun's variables; the process group when world > 1."""
+    """Rank and world size from torchrun's variables; the process group when world > 1.
+
+    The object that begins the process group ends it (:meth:`close`); one begun by a caller
+    (the pipeline, whose ranks meet after training) outlives the trainer's."""
 
     def __init__(self, device: torch.device | None):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.rank = env_rank()
         local = int(os.environ.get("LOCAL_RANK", "0"))
         self.enabled = self.world > 1
         self.device = device = rank_device(device, local, self.enabled)
-        if self.enabled and not dist.is_initialized():
+        self.owns_group = self.enabled and not dist.is_initialized()
+        if self.owns_group:
             backend = "nccl" if device.type == "cuda" else "gloo"
             if device.type == "cuda":
                 torch.cuda.set_device(device)
@@ -63,6 +72,14 @@ class Distributed:
         dist.all_gather_object(out, obj)
         return out
 
+    def barrier(self) -> None:
+        """Wait until every rank reaches this call (nothing on one process)."""
+        if self.enabled:
+            cuda = self.device.type == "cuda"
+            dist.barrier(device_ids=[self.device.index] if cuda else None)
+
     def close(self) -> None:
-        if self.enabled and dist.is_initialized():
+        """End the process group if this object began it."""
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+            self.owns_group = False

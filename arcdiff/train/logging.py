@@ -1,29 +1,18 @@
-"""Run logging: metrics.jsonl always, wandb when asked (offline unless the user says otherwise)."""
+"""Run logging: metrics.jsonl always (runs/metrics.py), wandb when asked (offline unless the user
+says otherwise)."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from arcdiff.config import Config, config_to_dict
-from arcdiff.errors import OutputError
+from arcdiff.runs.metrics import MetricsWriter
 from arcdiff.runs.paths import metrics_rows, read_metrics
 
 __all__ = ["MetricsLogger", "read_metrics"]
-
-
-def _plain(value: Any) -> Any:
-    """Tensors and numpy scalars -> floats; non-finite floats stay readable as strings."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 class MetricsLogger:
@@ -45,21 +34,12 @@ class MetricsLogger:
         keep: tuple[int | None, int] | None = None,
     ):
         self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
+        self.file = MetricsWriter(run_dir)
+        self.path = self.file.path
         self.wandb_run = None
-        self.rows = 0
         if not enabled:
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        kept = _kept_rows(self.path, *keep) if keep is not None else []
-        self.rows = len(kept)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
-            tmp.replace(self.path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"{self.path}: cannot write the metrics ({e.strerror})") from None
+        self.file.restart(_kept_rows(self.path, *keep) if keep is not None else [])
         if cfg.train.wandb and cfg.train.wandb_mode != "disabled":
             import wandb
 
@@ -77,16 +57,15 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
-        try:
-            with open(self.path, "ab") as f:
-                f.write(orjson.dumps(row) + b"\n")
-        except OSError as e:
-            raise OutputError(f"{self.path}: cannot append metrics ({e.strerror})") from None
-        self.rows += 1
+        row = self.file.append({"step": step, **metrics})
         if self.wandb_run is not None:
             numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
             self.wandb_run.log(numeric, step=step)
+
+    @property
+    def rows(self) -> int:
+        """Rows in metrics.jsonl (the kept ones included): a checkpoint records them."""
+        return self.file.rows
 
     def close(self) -> None:
         if self.wandb_run is not None:

@@ -20,13 +20,13 @@ from arcdiff.runs.checkpoint import (
     first_difference,
     newest_checkpoint,
 )
-from arcdiff.runs.paths import CONFIG
+from arcdiff.runs.paths import CONFIG, checkpoints_dir
 
 
 def run_files(run_dir: Path) -> list[str]:
     """What in ``run_dir`` belongs to a training run (config, metrics, checkpoints)."""
     found = [name for name in ("config.json", "metrics.jsonl") if (run_dir / name).is_file()]
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     if ckpt_dir.is_dir():
         found += sorted(f"checkpoints/{p.name}" for p in ckpt_dir.glob("*.pt"))
     return found
@@ -35,7 +35,7 @@ def run_files(run_dir: Path) -> list[str]:
 def prepare_run_dir(run_dir: Path) -> None:
     """Create ``run_dir`` (and checkpoints/) or say in one line why it cannot be."""
     try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        checkpoints_dir(run_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(
             f"{run_dir}: cannot create the run directory ({e.strerror or e})"
@@ -47,7 +47,7 @@ def start_state(
 ) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint a run continues from: None for a new run (or one killed before its
     first checkpoint). A new run never replaces files of an earlier one."""
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     found = run_files(run_dir)
     if not resume:
         if found:

@@ -33,6 +33,7 @@ from arcdiff.runs.cpu import CpuWatch, setup_cpu
 from arcdiff.runs.device import (
     check_cpu_bf16,
 )
+from arcdiff.runs.paths import checkpoints_dir
 from arcdiff.train.distributed import Distributed
 from arcdiff.train.interrupt import StopSignals, TrainingInterrupted
 from arcdiff.train.logging import MetricsLogger
@@ -93,7 +94,7 @@ class _Loop:
         self.cfg, self.t, self.s, self.take_step = cfg, t, s, take_step
         self.run_dir, self.console, self.say = run_dir, console, say
         self.progress, self.on_eval = progress, on_eval
-        self.ckpt_dir = ckpt_dir = run_dir / "checkpoints"
+        self.ckpt_dir = ckpt_dir = checkpoints_dir(run_dir)
         # one line per phase when the progress bar cannot be drawn (a log file, a pipe)
         self.lines = progress and s.ddp.is_main and not console.is_terminal
         self.logger = s.logger

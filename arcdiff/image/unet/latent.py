@@ -21,6 +21,7 @@ from torch import Tensor
 from arcdiff.errors import CheckpointError
 from arcdiff.image.unet.vae import VAE
 from arcdiff.runs.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from arcdiff.runs.paths import checkpoint_path
 
 VAE_KIND = "arcdiff.image.vae"
 LATENT_FILE = "latents.pt"
@@ -72,7 +73,7 @@ class LatentSpace:
 
 def load_vae_run(run_dir: Path, where: str = "latent.vae_run") -> tuple[VAE, dict[str, Any]]:
     """The VAE of a run written by ``arcdiff image vae`` and its checkpoint; clear errors."""
-    path = run_dir / "checkpoints" / "final.pt"
+    path = checkpoint_path(run_dir, "final")
     if not path.is_file():
         raise CheckpointError(
             f"{where}: {run_dir} is not a VAE run (no checkpoints/final.pt); train one with "

@@ -33,7 +33,7 @@ from arcdiff.runs.checkpoint import (
     load_state_strict,
 )
 from arcdiff.runs.device import cuda_rng_state
-from arcdiff.runs.paths import select_device
+from arcdiff.runs.paths import checkpoint_path, select_device
 
 CHECKPOINT_KIND = "arcdiff.image.unet"
 # train fields that may change on --resume; everything else must match the checkpoint
@@ -212,9 +212,9 @@ def load_run(run_dir: Path, *, checkpoint: str = "final", device: str | None = N
 
     They go to ``device``, else the run's train.device, else CUDA when there is one.
     """
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    path = checkpoint_path(run_dir, checkpoint)
     if checkpoint == "final" and not path.is_file():
-        path = run_dir / "checkpoints" / "last.pt"
+        path = checkpoint_path(run_dir, "last")
     state = load_checkpoint(path)
     check_image_checkpoint(state, str(path))
     cfg = image_config_from_dict(state["config"], str(path))

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,7 +43,8 @@ from arcdiff.image.unet.run import (
 from arcdiff.image.unet.text import ContextTable, context_for_run, prompts_for
 from arcdiff.runs.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from arcdiff.runs.device import restore_cuda_rng, seeded_generator
-from arcdiff.runs.paths import read_metrics, select_device, write_json
+from arcdiff.runs.metrics import MetricsWriter
+from arcdiff.runs.paths import checkpoints_dir, read_metrics, select_device, write_json
 from arcdiff.train.optim import ema_decay_at, ema_update, warmup_cosine_lr
 
 Progress = Callable[[str, int, int], None]  # (description, completed, total)
@@ -169,7 +169,7 @@ def train_image_model(
     device = select_device(t.device)
     gen = seeded_generator(device, t.seed)  # batches, label dropout, steps and noise
     data = load_data(cfg)
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     where, state = str(ckpt_dir / "last.pt"), None
     if resume:  # a mismatch fails before any prompt or image is encoded
         state = load_checkpoint(ckpt_dir / "last.pt")
@@ -187,9 +187,9 @@ def train_image_model(
         _restore(state, where, run, optimizer, gen, device)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", cfg.to_dict())
-    metrics_path = run_dir / "metrics.jsonl"
-    if not resume and metrics_path.exists():
-        metrics_path.unlink()
+    metrics = MetricsWriter(run_dir)
+    if not resume:
+        metrics.restart()
 
     images = images.to(device)  # (N, C, H, W): pixels in [-1, 1], or scaled latents
     labels = torch.from_numpy(data.labels).to(device)
@@ -224,8 +224,7 @@ def train_image_model(
                 "grad_norm": float(grad_norm),
                 "wall_s": time.perf_counter() - wall_start,
             }
-            with metrics_path.open("ab") as f:
-                f.write(orjson.dumps(row) + b"\n")
+            metrics.append(row)
             window = []
         if run.step % t.save_every == 0:
             save_checkpoint(ckpt_dir / "last.pt", image_checkpoint(run, optimizer, gen, args))

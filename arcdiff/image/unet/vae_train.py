@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import torch
 
 from arcdiff.image.unet import plots
@@ -26,7 +25,8 @@ from arcdiff.image.unet.model import count_parameters
 from arcdiff.image.unet.run import load_data, to_model_range
 from arcdiff.image.unet.vae import VAE, vae_loss
 from arcdiff.runs.checkpoint import checkpoint_state, save_checkpoint
-from arcdiff.runs.paths import write_json
+from arcdiff.runs.metrics import MetricsWriter
+from arcdiff.runs.paths import checkpoint_path, write_json
 from arcdiff.train.optim import warmup_cosine_lr
 
 Progress = Callable[[str, int, int], None]
@@ -66,8 +66,8 @@ def train_vae(cfg: ImageConfig, run_dir: Path, *, progress: Progress | None = No
     optimizer = torch.optim.AdamW(vae.parameters(), lr=v.lr)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", cfg.to_dict())
-    metrics = run_dir / "metrics.jsonl"
-    metrics.unlink(missing_ok=True)
+    metrics = MetricsWriter(run_dir)
+    metrics.restart()
     wall, cpu = time.perf_counter(), time.process_time()
     vae.train()
     for step in range(v.steps):
@@ -82,8 +82,7 @@ def train_vae(cfg: ImageConfig, run_dir: Path, *, progress: Progress | None = No
         optimizer.step()
         if (step + 1) % t.log_every == 0 or step + 1 == v.steps:
             row = {"step": step + 1, "loss": loss.item(), "mse": mse.item(), "kl": kl.item()}
-            with metrics.open("ab") as f:
-                f.write(orjson.dumps(row) + b"\n")
+            metrics.append(row)
         if progress is not None:
             progress("vae", step + 1, v.steps)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -91,7 +90,7 @@ def train_vae(cfg: ImageConfig, run_dir: Path, *, progress: Progress | None = No
     state = checkpoint_state(
         model=vae, ema=vae, config=cfg.to_dict(), step=v.steps, model_args=args, kind=VAE_KIND
     )
-    save_checkpoint(run_dir / "checkpoints" / "final.pt", state)
+    save_checkpoint(checkpoint_path(run_dir, "final"), state)
     summary = {
         "parameters": count_parameters(vae),
         "steps": v.steps,
