@@ -136,6 +136,22 @@ def test_transitions_are_the_corruption_frequencies(kernel, step):
     assert (freq - q).abs().max() < 0.025
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_likelihood_scores_every_cell_whose_clean_colour_the_canvas_hides(kernel):
+    # a cell is left out only when its noisy token pins its clean colour down (absorbing: a
+    # kept colour), so the model's log-probability there would be a copy, not evidence
+    d = DiscreteDiffusion(kernel=KERNELS[kernel], num_timesteps=T)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, NUM_COLOURS, (8, 6, 6), generator=gen)
+    valid = torch.zeros_like(x0, dtype=torch.bool)
+    valid[:, :4, :5] = True
+    a = d.alpha_bar(torch.tensor(60)).item()
+    kept = (torch.rand(x0.shape, generator=gen) < a) & valid
+    x_t = torch.where(kept, x0, d.noise_like(x0, gen))
+    pinned = (d.kernel.transitions(a).T[x_t] > 0).sum(-1) == 1  # one x0 can give x_t
+    assert torch.equal(d.kernel.scored_cells(valid, kept), valid & ~pinned)
+
+
 def _bayes_posterior(kernel, x_t, p0, a_t, a_s):
     """Exact Bayes by transition matrices and a loop over x0:
     sum_x0 p(x0 | x_t) q(x_t | x_s) q(x_s | x0) / q(x_t | x0)."""
