@@ -34,7 +34,7 @@ from arcdiff.config import load_config
 from arcdiff.data.dataset import stream_from_config
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.eval.sample import predict_tasks
+from arcdiff.eval.predict import predict_tasks
 from arcdiff.runs.checkpoint import build_model
 from arcdiff.train.optim import make_optimizer
 from arcdiff.train.step import TrainStep

@@ -27,7 +27,7 @@ from arcdiff.config import load_config
 from arcdiff.data.dataset import stream_from_config
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.eval.sample import predict_tasks
+from arcdiff.eval.predict import predict_tasks
 from arcdiff.runs.checkpoint import build_model, load_run_model
 from arcdiff.runs.cpu import setup_cpu
 from arcdiff.runs.paths import checkpoint_path, select_device

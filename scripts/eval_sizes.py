@@ -27,11 +27,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from arcdiff.data.augment import augment_canvases, sample_colour_perms
+from arcdiff.data.augment import DIHEDRAL_BITS, augment_canvases, sample_colour_perms
 from arcdiff.data.encode import encode_grids
 from arcdiff.data.tasks import load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.eval.sample import DIHEDRAL_BITS, demo_size_prior, size_logprobs, size_votes
+from arcdiff.eval.sizes import demo_size_prior, size_logprobs, size_votes
 from arcdiff.runs.checkpoint import load_run_model
 from arcdiff.runs.paths import checkpoint_path
 

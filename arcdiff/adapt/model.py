@@ -19,7 +19,7 @@ from arcdiff.config import LoraConfig
 from arcdiff.data.tasks import Task
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import ConfigError, DataError
-from arcdiff.eval.sample import predict_tasks
+from arcdiff.eval.predict import predict_tasks
 from arcdiff.eval.score import Predictions
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.checkpoint import LoadedRun, build_model, load_state_strict

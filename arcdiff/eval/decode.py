@@ -18,17 +18,12 @@ current prediction gives their colour. Deterministic given the generator.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 import torch
 from torch import Tensor
 
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
-from arcdiff.eval.sample import Samples, denoise, finish, sample, size_mask
+from arcdiff.eval.sample import Samples, denoise, finish, size_mask
 from arcdiff.model.denoiser import Denoiser
-
-Sampler = Callable[..., Samples]  # sample()'s signature
 
 
 def _gumbel(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -89,14 +84,3 @@ def confidence_sample(
         decided = (rank < keep[:, None]).view(b, s, s) & valid
         x = torch.where(decided, choice, diffusion.noise_like(x, generator).to(device))
     return finish(out.logits, x, valid, fixed)
-
-
-def sampler_for(name: str, *, temperature: float = 0.0, remask: bool = False) -> Sampler:
-    """The sampler an evaluation's ``eval.sampler`` names, with sample()'s signature."""
-    if name == "argmax":
-        return sample
-    if name == "ancestral":
-        return partial(sample, argmax=False)
-    if name == "confidence":
-        return partial(confidence_sample, temperature=temperature, remask=remask)
-    raise ValueError(f"unknown sampler {name!r}")

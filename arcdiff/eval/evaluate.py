@@ -20,9 +20,9 @@ from arcdiff.data.holdout import excluded_ids
 from arcdiff.data.tasks import Task, TaskSet, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import CheckpointError, DataError
-from arcdiff.eval.decode import sampler_for
+from arcdiff.eval.predict import check_known, predict_tasks
 from arcdiff.eval.rank import ranker_for
-from arcdiff.eval.sample import check_known, predict_tasks
+from arcdiff.eval.samplers import sampler_for
 from arcdiff.eval.score import Predictions, predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.checkpoint import FROZEN_SECTIONS, first_difference, load_run

@@ -4,9 +4,11 @@ Each distinct candidate of a test input (a grid in the original frame; the ``top
 visited, for the cost) is scored under every augmented view the evaluation sampled: the
 candidate is put into the view's frame, corrupted at a few fixed noise levels
 (:data:`RANK_LEVELS`) with fixed random numbers shared by all candidates, and the denoiser,
-shown the view's test input, gives the mean log-probability of the candidate's colours (over
-the corrupted cells for the absorbing kernel, whose loss counts only those; over all cells for
-the uniform kernel), an ELBO-style estimate of how likely it finds the candidate; the size
+shown the view's test input, gives the mean log-probability of the candidate's colours over the
+cells its kernel scores (:meth:`~arcdiff.diffusion.discrete.Kernel.scored_cells`: the masked
+cells for the absorbing kernel, whose kept cells are visible on the canvas and merely copied,
+though its training loss counts every cell; every cell for the uniform kernel, where any cell
+may be noise), an ELBO-style estimate of how likely it finds the candidate; the size
 head's log-probability of the candidate's size is added. A view is one expert: the ranking is
 the sum over views (ARChitects 2024), plus ``visit_weight`` times log(1 + the number of draws
 that found the candidate) (NVARC adds the visit count).
@@ -27,7 +29,8 @@ from arcdiff.data.augment import Augmentation, augment_canvases
 from arcdiff.data.encode import encode_grids
 from arcdiff.data.tasks import Grid
 from arcdiff.diffusion.discrete import MASK, DiscreteDiffusion
-from arcdiff.eval.sample import size_logprobs, size_mask
+from arcdiff.eval.sample import size_mask
+from arcdiff.eval.sizes import size_logprobs
 from arcdiff.eval.vote import Candidate
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.device import seeded_generator
@@ -88,7 +91,7 @@ def view_scores(
     u_rows = repeat(u, "l v h w -> (l c v) h w", c=c)
     keep = (u_rows < diffusion.alpha_bar(steps).repeat_interleave(c * v)[:, None, None]) & valid
     noisy = torch.where(keep, clean, repeat(noise, "l v h w -> (l c v) h w", c=c))
-    counted = valid & ~keep if diffusion.kernel == "absorbing" else valid
+    counted = diffusion.kernel.scored_cells(valid, keep)
     counted = torch.where(counted.any(dim=(1, 2), keepdim=True), counted, valid)
     row_view = torch.arange(levels * c * v) % v
     row_step = steps.repeat_interleave(c * v)

@@ -1,10 +1,18 @@
 import math
+import typing
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from arcdiff.diffusion.discrete import MASK, NUM_COLOURS, DiscreteDiffusion, sampling_steps
+from arcdiff.config import DiffusionConfig
+from arcdiff.diffusion.discrete import (
+    KERNELS,
+    MASK,
+    NUM_COLOURS,
+    DiscreteDiffusion,
+    sampling_steps,
+)
 from arcdiff.errors import ConfigError
 
 T = 128
@@ -43,7 +51,7 @@ def test_more_sampling_steps_than_training_steps_is_a_config_error():
 
 
 def _corrupt_stats(kernel, step):
-    d = DiscreteDiffusion(kernel=kernel, num_timesteps=T)
+    d = DiscreteDiffusion(kernel=KERNELS[kernel], num_timesteps=T)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, NUM_COLOURS, (64, 30, 30), generator=gen)
     valid = torch.ones_like(x0, dtype=torch.bool)
@@ -84,7 +92,9 @@ def test_outside_the_valid_region_is_pure_noise():
     assert (x_t[valid] == 0).float().mean() > 0.99
     outside = x_t[~valid]
     assert abs((outside == 0).float().mean().item() - 0.1) < 0.01
-    absorbing = DiscreteDiffusion(kernel="absorbing").corrupt(x0, torch.zeros(256).long(), valid)
+    absorbing = DiscreteDiffusion(kernel=KERNELS["absorbing"]).corrupt(
+        x0, torch.zeros(256).long(), valid
+    )
     assert (absorbing[~valid] == MASK).all()
 
 
@@ -107,23 +117,51 @@ def test_loss_is_zero_for_confident_truth_and_log10_for_uniform_logits():
     assert loss.item() == pytest.approx(math.log(10) + 0.5 * math.log(5), rel=1e-5)
 
 
-def _transitions(kernel, a):
-    """(10, K) q(x = j | x0 = i) for K = 10 colours (uniform) or colours + MASK (absorbing)."""
-    if kernel == "uniform":
-        return a * torch.eye(NUM_COLOURS) + (1 - a) / NUM_COLOURS
-    return torch.cat([a * torch.eye(NUM_COLOURS), torch.full((NUM_COLOURS, 1), 1 - a)], dim=1)
+def test_every_config_kernel_is_registered():
+    kernels = typing.get_args(typing.get_type_hints(DiffusionConfig)["kernel"])
+    assert kernels == tuple(KERNELS)
+    assert all(name == kernel.name for name, kernel in KERNELS.items())
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("step", [5, 60, 127])
+def test_transitions_are_the_corruption_frequencies(kernel, step):
+    # q(x_t = j | x0 = i) from 57,600 corrupted cells against the kernel's closed form
+    a, x0, x_t = _corrupt_stats(kernel, step)
+    q = KERNELS[kernel].transitions(a)  # (10, K)
+    assert q.shape == (NUM_COLOURS, KERNELS[kernel].num_states)
+    assert torch.allclose(q.sum(1), torch.ones(NUM_COLOURS))
+    counts = torch.zeros_like(q).index_put_((x0.flatten(), x_t.flatten()), torch.ones(1), True)
+    freq = counts / counts.sum(1, keepdim=True)  # ~5,760 cells per clean colour
+    assert (freq - q).abs().max() < 0.025
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_likelihood_scores_every_cell_whose_clean_colour_the_canvas_hides(kernel):
+    # a cell is left out only when its noisy token pins its clean colour down (absorbing: a
+    # kept colour), so the model's log-probability there would be a copy, not evidence
+    d = DiscreteDiffusion(kernel=KERNELS[kernel], num_timesteps=T)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, NUM_COLOURS, (8, 6, 6), generator=gen)
+    valid = torch.zeros_like(x0, dtype=torch.bool)
+    valid[:, :4, :5] = True
+    a = d.alpha_bar(torch.tensor(60)).item()
+    kept = (torch.rand(x0.shape, generator=gen) < a) & valid
+    x_t = torch.where(kept, x0, d.noise_like(x0, gen))
+    pinned = (d.kernel.transitions(a).T[x_t] > 0).sum(-1) == 1  # one x0 can give x_t
+    assert torch.equal(d.kernel.scored_cells(valid, kept), valid & ~pinned)
 
 
 def _bayes_posterior(kernel, x_t, p0, a_t, a_s):
     """Exact Bayes by transition matrices and a loop over x0:
     sum_x0 p(x0 | x_t) q(x_t | x_s) q(x_s | x0) / q(x_t | x0)."""
-    q_s = _transitions(kernel, a_s)  # q(x_s = j | x0 = i)
-    q_t = _transitions(kernel, a_t)  # q(x_t = l | x0 = i)
+    q_s = KERNELS[kernel].transitions(a_s)  # q(x_s = j | x0 = i)
+    q_t = KERNELS[kernel].transitions(a_t)  # q(x_t = l | x0 = i)
     k = q_s.shape[1]
     q_ts = torch.zeros(k, k)  # q(x_t = l | x_s = j): a colour keeps with a_t / a_s
-    q_ts[:NUM_COLOURS] = _transitions(kernel, a_t / a_s)
-    if kernel == "absorbing":
-        q_ts[MASK, MASK] = 1.0
+    q_ts[:NUM_COLOURS] = KERNELS[kernel].transitions(a_t / a_s)
+    for noise in range(NUM_COLOURS, k):  # a noise-only token (MASK) stays what it is
+        q_ts[noise, noise] = 1.0
     post = torch.zeros(k)
     for i in range(NUM_COLOURS):
         if q_t[i, x_t] > 0:
@@ -131,19 +169,19 @@ def _bayes_posterior(kernel, x_t, p0, a_t, a_s):
     return post
 
 
-@pytest.mark.parametrize("kernel", ["uniform", "absorbing"])
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize(("step", "next_step"), [(60, 40), (127, 0), (5, -1)])
 def test_posterior_matches_bayes_for_soft_predictions(kernel, step, next_step):
-    d = DiscreteDiffusion(kernel=kernel, num_timesteps=T)
+    d = DiscreteDiffusion(kernel=KERNELS[kernel], num_timesteps=T)
     a_t, a_s = d.alpha_bar(torch.tensor([step, next_step])).tolist()
     gen = torch.Generator().manual_seed(0)
-    probs = (torch.randn(1, 2, NUM_COLOURS + 1, NUM_COLOURS, generator=gen) * 2).softmax(-1)
-    x_t = torch.arange(NUM_COLOURS + 1).view(1, 1, -1).expand(1, 2, -1)  # every x_t value
-    if kernel == "uniform":
-        probs, x_t = probs[:, :, :NUM_COLOURS], x_t[:, :, :NUM_COLOURS]
-    else:  # a colour cell is its own x0: the Bayes p(x0 | x_t) is one-hot there
-        kept = F.one_hot(x_t[..., :NUM_COLOURS], NUM_COLOURS).float()
-        probs = torch.cat([kept, probs[:, :, NUM_COLOURS:]], dim=2)
+    k = d.kernel.num_states
+    probs = (torch.randn(1, 2, k, NUM_COLOURS, generator=gen) * 2).softmax(-1)
+    x_t = torch.arange(k).view(1, 1, -1).expand(1, 2, -1)  # every x_t value
+    # a Bayes p(x0 | x_t) is 0 on the x0 that cannot give x_t (absorbing: a colour cell is
+    # its own x0)
+    probs = probs * (d.kernel.transitions(a_t).T[x_t] > 0)
+    probs = probs / probs.sum(-1, keepdim=True)
     post = d.posterior(x_t, probs, step, next_step)
     expected = torch.stack(
         [
@@ -162,7 +200,7 @@ def test_reverse_step_argmax_and_renoises_outside():
     logits = torch.randn(256, 4, 4, NUM_COLOURS)
     valid = torch.zeros(256, 4, 4, dtype=torch.bool)
     valid[:, :2, :3] = True
-    for kernel in ["uniform", "absorbing"]:
+    for kernel in KERNELS.values():
         d = DiscreteDiffusion(kernel=kernel, num_timesteps=T)
         x_t = d.noise_like(torch.zeros(256, 4, 4, dtype=torch.long))
         final = d.reverse_step(x_t, logits, 3, -1, valid, argmax=True)
@@ -170,15 +208,15 @@ def test_reverse_step_argmax_and_renoises_outside():
         mid = d.reverse_step(x_t, logits, 3, 1, valid, argmax=True)
         assert torch.equal(mid.prev_sample[valid], logits.argmax(-1)[valid])
         outside = mid.prev_sample[~valid]
-        if kernel == "absorbing":
-            assert (outside == MASK).all()
+        if kernel.mask_token is not None:
+            assert (outside == kernel.mask_token).all()
         else:  # fresh uniform colours: about 1 in 10 hits the argmax
             hits = (outside == logits.argmax(-1)[~valid]).float().mean().item()
             assert abs(hits - 0.1) < 0.02 and outside.max() < NUM_COLOURS
 
 
 def test_absorbing_reverse_step_unmasks_the_expected_share():
-    d = DiscreteDiffusion(kernel="absorbing", num_timesteps=T)
+    d = DiscreteDiffusion(kernel=KERNELS["absorbing"], num_timesteps=T)
     x_t = torch.full((32, 30, 30), MASK)
     logits = torch.zeros(32, 30, 30, NUM_COLOURS)
     logits[..., 4] = 50.0

@@ -14,9 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arcdiff.diffusion.discrete import MASK, NUM_COLOURS, DiscreteDiffusion, sampling_steps
+from arcdiff.diffusion.discrete import KERNELS, NUM_COLOURS, DiscreteDiffusion, sampling_steps
 
-KERNELS = ["uniform", "absorbing"]
 PRIOR = torch.tensor([0.6, 0.3, 0.1] + [0.0] * (NUM_COLOURS - 3))  # colours 0, 1, 2
 GRID_A = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
 GRID_B = torch.tensor([[2, 1, 0], [0, 3, 3], [1, 1, 1]])  # differs from A in every cell
@@ -30,10 +29,9 @@ class OldPosterior(DiscreteDiffusion):
     (uniform kernel) and the x0 argmax instead of a sample on the last step (both kernels)."""
 
     def posterior(self, x_t, probs, step, next_step):
-        k = NUM_COLOURS + (self.kernel == "absorbing")
         if next_step < 0:
-            return F.one_hot(probs.argmax(-1), k).float()
-        if self.kernel == "absorbing":
+            return F.one_hot(probs.argmax(-1), self.kernel.num_states).float()
+        if self.kernel.mask_token is not None:  # absorbing
             return super().posterior(x_t, probs, step, next_step)
         a_t = self.alpha_bar(torch.tensor(step)).item()
         a_s = self.alpha_bar(torch.tensor(next_step)).item()
@@ -47,10 +45,7 @@ class OldPosterior(DiscreteDiffusion):
 def likelihood(diffusion: DiscreteDiffusion, x_t, step):
     """(B, S, S, 10) q(x_t | x0 = i) for every clean colour i."""
     a = diffusion.alpha_bar(torch.tensor(step)).item()
-    if diffusion.kernel == "uniform":
-        return a * F.one_hot(x_t, NUM_COLOURS).float() + (1 - a) / NUM_COLOURS
-    kept = a * F.one_hot(x_t, NUM_COLOURS + 1).float()[..., :NUM_COLOURS]
-    return torch.where((x_t == MASK)[..., None], torch.full_like(kept, 1 - a), kept)
+    return diffusion.kernel.transitions(a).T[x_t]  # checked against corruption in test_discrete
 
 
 def independent_cells(diffusion, x_t, step):
@@ -100,7 +95,7 @@ HISTOGRAM_TOLERANCE = 5 * math.sqrt(0.6 * 0.4 / math.prod(CELLS))
 @pytest.mark.parametrize("num_steps", [1, 8, 128])
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_ancestral_loop_reproduces_independent_cell_colours(kernel, num_steps):
-    diffusion = DiscreteDiffusion(kernel=kernel, num_timesteps=128)
+    diffusion = DiscreteDiffusion(kernel=KERNELS[kernel], num_timesteps=128)
     assert histogram_error(diffusion, num_steps) < HISTOGRAM_TOLERANCE
 
 
@@ -112,13 +107,13 @@ def test_the_histogram_check_catches_the_old_posterior(kernel, num_steps):
     # uniform, 128 steps: the old step ends at [0.52, 0.32, 0.16] for [0.6, 0.3, 0.1]. The
     # absorbing kernel's old masked-cell formula was already exact (q(MASK | x0) = 1 - a_t for
     # every x0); only its argmax on the last step is wrong, which shows at N = 1.
-    diffusion = OldPosterior(kernel=kernel, num_timesteps=128)
+    diffusion = OldPosterior(kernel=KERNELS[kernel], num_timesteps=128)
     assert histogram_error(diffusion, num_steps) > 2 * HISTOGRAM_TOLERANCE
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_one_step_loop_reproduces_the_mixture_cell_marginals(kernel):
-    x = run_loop(DiscreteDiffusion(kernel=kernel), two_grids, 1, GRIDS)
+    x = run_loop(DiscreteDiffusion(kernel=KERNELS[kernel]), two_grids, 1, GRIDS)
     share_a = (x == GRID_A).float().mean().item()  # A and B differ in every cell
     assert (x == GRID_B).float().mean().item() == pytest.approx(1 - share_a, abs=1e-9)
     assert abs(share_a - 0.7) < 5 * math.sqrt(0.21 / math.prod(GRIDS))
@@ -126,7 +121,7 @@ def test_one_step_loop_reproduces_the_mixture_cell_marginals(kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_long_loop_reproduces_the_two_grid_mixture(kernel):
-    x = run_loop(DiscreteDiffusion(kernel=kernel), two_grids, 128, GRIDS)
+    x = run_loop(DiscreteDiffusion(kernel=KERNELS[kernel]), two_grids, 128, GRIDS)
     is_a = (x == GRID_A).all(dim=(1, 2)).float().mean().item()
     is_b = (x == GRID_B).all(dim=(1, 2)).float().mean().item()
     tolerance = 4 * math.sqrt(0.21 / GRIDS[0])  # 4 standard errors of a 0.7 share: 0.041
@@ -137,7 +132,7 @@ def test_long_loop_reproduces_the_two_grid_mixture(kernel):
 @pytest.mark.parametrize("num_steps", [1, 8, 128])
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_deterministic_loop_returns_the_mode(kernel, num_steps):
-    diffusion = DiscreteDiffusion(kernel=kernel)
+    diffusion = DiscreteDiffusion(kernel=KERNELS[kernel])
     cells = run_loop(diffusion, independent_cells, num_steps, (4, 3, 3), argmax=True)
     assert (cells == 0).all()
     grids = run_loop(diffusion, two_grids, num_steps, (4, 3, 3), argmax=True)

@@ -7,16 +7,16 @@ from torch import nn
 
 from arcdiff.data.augment import Augmentation
 from arcdiff.data.tasks import Task, load_tasks
-from arcdiff.diffusion.discrete import MASK, DiscreteDiffusion
-from arcdiff.eval.decode import confidence_sample, sampler_for
+from arcdiff.diffusion.discrete import KERNELS, MASK, DiscreteDiffusion
+from arcdiff.eval.decode import confidence_sample
+from arcdiff.eval.predict import predict_tasks
 from arcdiff.eval.rank import poe_rank, ranker_for, view_scores
-from arcdiff.eval.sample import predict_tasks, sample, size_mask
+from arcdiff.eval.sample import sample, size_mask
+from arcdiff.eval.samplers import sampler_for
 from arcdiff.eval.score import TestPrediction, score_split
 from arcdiff.eval.vote import Candidate, top2
 from arcdiff.model.denoiser import Denoiser, DenoiserOutput
 from tests.eval.test_sample_vote_score import OracleDenoiser, colour_closed_tasks
-
-KERNELS = ("absorbing", "uniform")
 
 
 class AnswerDenoiser(nn.Module):
@@ -70,7 +70,7 @@ def test_the_confidence_sampler_reaches_a_known_answer(kernel, num_steps, remask
     answer, sizes, inputs, zeros = toy_batch()
     model = AnswerDenoiser(answer, sizes)
     out = confidence_sample(
-        model, DiscreteDiffusion(kernel=kernel), inputs, zeros, zeros, num_steps=num_steps,
+        model, DiscreteDiffusion(kernel=KERNELS[kernel]), inputs, zeros, zeros, num_steps=num_steps,
         remask=remask, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     inside = size_mask(sizes, 5)
@@ -83,7 +83,7 @@ def test_the_confidence_sampler_reaches_a_known_answer(kernel, num_steps, remask
 def test_cells_are_decided_most_confident_first_on_the_diffusion_schedule(kernel):
     answer, sizes, inputs, zeros = toy_batch(b=1)
     model = AnswerDenoiser(answer, sizes)
-    diffusion = DiscreteDiffusion(kernel=kernel)
+    diffusion = DiscreteDiffusion(kernel=KERNELS[kernel])
     confidence_sample(model, diffusion, inputs, zeros, zeros, num_steps=8)
     # after the first step (the canvas the second call sees) the decided cells are the most
     # confident ones: the last cells in raster order, as many as alpha_bar of the next step says
@@ -91,7 +91,7 @@ def test_cells_are_decided_most_confident_first_on_the_diffusion_schedule(kernel
     for call in range(1, 8):
         decided = (model.seen[call] == answer)[0].flatten()
         n = int(round(25 * diffusion.alpha_bar(steps[call]).item()))
-        if kernel == "absorbing":
+        if diffusion.kernel.mask_token is not None:
             assert int((model.seen[call] != MASK).sum()) == n
             assert decided[25 - n :].all() and not decided[: 25 - n].any()
         else:  # re-noised cells may hit the answer by chance; the decided ones always do
@@ -102,8 +102,9 @@ def test_decided_cells_never_change_without_remasking():
     answer, sizes, inputs, zeros = toy_batch()
     for remask, expect_change in ((False, False), (True, True)):
         model = FickleDenoiser(answer, sizes)
+        absorbing = DiscreteDiffusion(kernel=KERNELS["absorbing"])
         out = confidence_sample(
-            model, DiscreteDiffusion(kernel="absorbing"), inputs, zeros, zeros, num_steps=12,
+            model, absorbing, inputs, zeros, zeros, num_steps=12,
             remask=remask,
         )  # fmt: skip
         canvases = [*model.seen[1:], out.tokens]
@@ -122,7 +123,7 @@ def test_one_step_is_the_one_shot_argmax(kernel, fixed):
     inputs = torch.randint(0, 10, (4, 6, 6))
     zeros = torch.zeros(4, dtype=torch.long)
     sizes = torch.tensor([[1, 6], [4, 2], [6, 6], [3, 3]]) if fixed else None
-    diffusion = DiscreteDiffusion(kernel=kernel)
+    diffusion = DiscreteDiffusion(kernel=KERNELS[kernel])
     runs = [
         f(model, diffusion, inputs, zeros, zeros, num_steps=1, sizes=sizes,
           generator=torch.Generator().manual_seed(3))
@@ -141,7 +142,7 @@ def test_draws_are_deterministic_given_the_seed_and_differ_across_seeds():
     for kernel in KERNELS:
         draws = [
             confidence_sample(
-                model, DiscreteDiffusion(kernel=kernel), inputs, zeros, zeros, num_steps=4,
+                model, DiscreteDiffusion(kernel=KERNELS[kernel]), inputs, zeros, zeros, num_steps=4,
                 temperature=1.0, sizes=sizes, generator=torch.Generator().manual_seed(seed),
             ).tokens
             for seed in (5, 5, 6)
@@ -212,7 +213,7 @@ def test_view_scores_are_deterministic_and_independent_of_the_other_candidates(k
     grids = [rng.integers(0, 10, shape).astype(np.uint8) for shape in ((3, 4), (3, 4), (2, 2))]
     context = dict(test_input=rng.integers(0, 10, (3, 4)).astype(np.uint8), task_id=0,
                    views=views(3), side=6, device=torch.device("cpu"))  # fmt: skip
-    diffusion = DiscreteDiffusion(kernel=kernel)
+    diffusion = DiscreteDiffusion(kernel=KERNELS[kernel])
     together = view_scores(model, diffusion, grids, **context)
     assert together.shape == (3, 3) and np.isfinite(together).all() and (together < 0).all()
     assert np.array_equal(together, view_scores(model, diffusion, grids, **context))

@@ -7,18 +7,13 @@ from torch import nn
 
 from arcdiff.data.augment import DIHEDRAL_BITS, dihedral
 from arcdiff.data.tasks import Pair, Task, load_tasks
-from arcdiff.diffusion.discrete import DiscreteDiffusion
-from arcdiff.eval.decode import sampler_for
+from arcdiff.diffusion.discrete import KERNELS, DiscreteDiffusion
+from arcdiff.eval.predict import predict_tasks
 from arcdiff.eval.rank import ranker_for
-from arcdiff.eval.sample import (
-    canvas_side,
-    demo_size_prior,
-    predict_tasks,
-    sample,
-    size_mask,
-    size_votes,
-)
+from arcdiff.eval.sample import sample, size_mask
+from arcdiff.eval.samplers import sampler_for
 from arcdiff.eval.score import TestPrediction, predictions_json, score_split, submission
+from arcdiff.eval.sizes import canvas_side, demo_size_prior, size_votes
 from arcdiff.eval.vote import Candidate, top2, vote
 from arcdiff.model.denoiser import DenoiserOutput
 from tests.conftest import SMALL_TASKS
@@ -211,7 +206,7 @@ NEW_RULES = {  # confidence-ordered draws, several per view, product-of-experts 
 
 
 @pytest.mark.parametrize("rules", [{}, NEW_RULES], ids=["vote", "confidence-poe"])
-@pytest.mark.parametrize("kernel", ["uniform", "absorbing"])
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_the_sampler_never_sees_test_outputs(tmp_path, rules, kernel):
     """Two task sets that differ only in their test outputs give identical predictions, with
     the plain vote and with the confidence sampler, several draws and the ranking."""
@@ -239,7 +234,7 @@ def test_the_sampler_never_sees_test_outputs(tmp_path, rules, kernel):
     for variant in ("real", "fake"):
         tasks = load_tasks(str(tmp_path / variant))
         index = {t.id: k for k, t in enumerate(tasks)}
-        diffusion = DiscreteDiffusion(kernel=kernel)
+        diffusion = DiscreteDiffusion(kernel=KERNELS[kernel])
         preds = predict_tasks(model, diffusion, tasks.tasks, index, num_steps=2, **rules)
         results.append(predictions_json(preds))
     assert results[0] == results[1]
@@ -300,7 +295,7 @@ def test_fixed_sizes_are_used_at_every_step():
     inputs = torch.randint(0, 10, (3, 6, 6))
     zeros = torch.zeros(3, dtype=torch.long)
     sizes = torch.tensor([[1, 6], [4, 2], [6, 6]])
-    absorbing = DiscreteDiffusion(kernel="absorbing")
+    absorbing = DiscreteDiffusion(kernel=KERNELS["absorbing"])
     out = sample(model, absorbing, inputs, zeros, zeros, num_steps=3, sizes=sizes)
     assert torch.equal(out.sizes, sizes)
     inside = size_mask(sizes, 6)

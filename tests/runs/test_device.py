@@ -19,9 +19,11 @@ import torch
 
 from arcdiff.config import load_config
 from arcdiff.data.tasks import load_tasks
-from arcdiff.diffusion.discrete import DiscreteDiffusion
+from arcdiff.diffusion.discrete import KERNELS, DiscreteDiffusion
 from arcdiff.errors import ConfigError
-from arcdiff.eval.sample import predict_tasks, sample, size_logprobs
+from arcdiff.eval.predict import predict_tasks
+from arcdiff.eval.sample import sample
+from arcdiff.eval.sizes import size_logprobs
 from arcdiff.runs import device as device_module
 from arcdiff.runs.checkpoint import build_model
 from arcdiff.runs.device import (
@@ -106,7 +108,7 @@ def test_the_size_vote_draws_its_noise_on_the_inputs_device(monkeypatch, device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kernel", ["uniform", "absorbing"])
+@pytest.mark.parametrize("kernel", KERNELS.values(), ids=list(KERNELS))
 def test_the_stochastic_sampler_draws_on_the_inputs_device(monkeypatch, device, kernel):
     _, model = tiny_model(device)
     inputs, task, dihedral = canvases(device)
