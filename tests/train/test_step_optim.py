@@ -114,7 +114,7 @@ def test_from_config_takes_every_setting_of_the_step_from_the_config():
     step = TrainStep.from_config(cfg, model, opt, device=torch.device("cpu"))
     assert (step.grad_clip, step.self_cond_prob, step.grad_accum) == (0.25, 0.75, 2)
     assert (step.ema_decay, step.size_loss_weight) == (0.5, 0.3)
-    assert step.diffusion.kernel == "absorbing"
+    assert step.diffusion.kernel.name == "absorbing"
     assert step.diffusion == DiscreteDiffusion.from_config(cfg.diffusion)
     assert step.no_sync is None and step.forward is None and step.scheduler is None
     with pytest.raises(TrainingError, match=r"lora.batch_size=\d+ is not divisible by train"):
