@@ -93,6 +93,11 @@ class ModelConfig:
             f"needs d_model / n_heads divisible by 4 (two rotation pairs per axis), got {head_dim}",
         )
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _check(
+            self.rope or self.abs_pos,
+            "model.abs_pos",
+            "false needs model.rope=true: without either the model cannot tell cells apart",
+        )
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,26 @@ class EvalConfig:
             _check(getattr(self, key) >= 1, f"eval.{key}", "must be >= 1")
         _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1")
         _check(self.temperature >= 0.0, "eval.temperature", "must be >= 0")
+        # settings that would change nothing: one line instead of a silently equal evaluation
+        confidence = self.sampler == "confidence"
+        _check(
+            confidence or self.temperature == 0.0,
+            "eval.temperature",
+            f"{self.temperature} needs eval.sampler=\"confidence\" (got \"{self.sampler}\")",
+        )
+        _check(
+            confidence or not self.remask,
+            "eval.remask",
+            f"true needs eval.sampler=\"confidence\" (got \"{self.sampler}\")",
+        )
+        # argmax steps (and confidence at temperature 0) differ between draws only by the
+        # starting noise, which carries no information: N draws are N copies of one vote
+        _check(
+            self.samples == 1 or self.sampler == "ancestral" or self.temperature > 0.0,
+            "eval.samples",
+            f"{self.samples} needs draws that differ: eval.sampler=\"ancestral\", or "
+            f"\"confidence\" with eval.temperature > 0 (got \"{self.sampler}\")",
+        )
 
 
 @dataclass(frozen=True)
@@ -234,8 +259,9 @@ SECTIONS: dict[str, type] = {
 }
 
 
-class _FieldError(Exception):
-    """A value failed a section's own check; the loader adds where it came from."""
+class _FieldError(ConfigError):
+    """A value failed a section's own check; the loader adds where it came from (built
+    directly, e.g. from CLI options, it is a ConfigError as it stands)."""
 
 
 def _check(ok: bool, key: str, message: str) -> None:
