@@ -196,20 +196,20 @@ class EvalConfig:
         _check(
             confidence or self.temperature == 0.0,
             "eval.temperature",
-            f"{self.temperature} needs eval.sampler=\"confidence\" (got \"{self.sampler}\")",
+            f'{self.temperature} needs eval.sampler="confidence" (got "{self.sampler}")',
         )
         _check(
             confidence or not self.remask,
             "eval.remask",
-            f"true needs eval.sampler=\"confidence\" (got \"{self.sampler}\")",
+            f'true needs eval.sampler="confidence" (got "{self.sampler}")',
         )
         # argmax steps (and confidence at temperature 0) differ between draws only by the
         # starting noise, which carries no information: N draws are N copies of one vote
         _check(
             self.samples == 1 or self.sampler == "ancestral" or self.temperature > 0.0,
             "eval.samples",
-            f"{self.samples} needs draws that differ: eval.sampler=\"ancestral\", or "
-            f"\"confidence\" with eval.temperature > 0 (got \"{self.sampler}\")",
+            f'{self.samples} needs draws that differ: eval.sampler="ancestral", or '
+            f'"confidence" with eval.temperature > 0 (got "{self.sampler}")',
         )
 
 

@@ -192,7 +192,7 @@ def test_the_settings_those_checks_allow_load(tmp_path, payload):
 def test_a_check_failing_outside_a_file_is_still_a_config_error():
     """Built straight from options (as `arcdiff evaluate` builds its settings), the check's
     error is a ConfigError the CLI prints as one line."""
-    with pytest.raises(ConfigError, match=r'^eval.samples 3 needs draws that differ'):
+    with pytest.raises(ConfigError, match=r"^eval.samples 3 needs draws that differ"):
         EvalConfig(samples=3)
     with pytest.raises(ConfigError, match=r"^--set eval.remask=true: eval.remask true needs"):
         load_config(None, ["eval.remask=true"])
