@@ -93,11 +93,8 @@ class ModelConfig:
             f"needs d_model / n_heads divisible by 4 (two rotation pairs per axis), got {head_dim}",
         )
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-        _check(
-            self.rope or self.abs_pos,
-            "model.abs_pos",
-            "false needs model.rope=true: without either the model cannot tell cells apart",
-        )
+        _check(self.rope or self.abs_pos, "model.abs_pos",
+               "false needs model.rope=true: without either no cell has a position")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -192,25 +189,15 @@ class EvalConfig:
         _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1")
         _check(self.temperature >= 0.0, "eval.temperature", "must be >= 0")
         # settings that would change nothing: one line instead of a silently equal evaluation
-        confidence = self.sampler == "confidence"
-        _check(
-            confidence or self.temperature == 0.0,
-            "eval.temperature",
-            f'{self.temperature} needs eval.sampler="confidence" (got "{self.sampler}")',
-        )
-        _check(
-            confidence or not self.remask,
-            "eval.remask",
-            f'true needs eval.sampler="confidence" (got "{self.sampler}")',
-        )
+        for key, used in (("temperature", self.temperature != 0.0), ("remask", self.remask)):
+            value = orjson.dumps(getattr(self, key)).decode()
+            _check(self.sampler == "confidence" or not used, f"eval.{key}",
+                   f'{value} needs eval.sampler="confidence" (got "{self.sampler}")')  # fmt: skip
         # argmax steps (and confidence at temperature 0) differ between draws only by the
         # starting noise, which carries no information: N draws are N copies of one vote
-        _check(
-            self.samples == 1 or self.sampler == "ancestral" or self.temperature > 0.0,
-            "eval.samples",
-            f'{self.samples} needs draws that differ: eval.sampler="ancestral", or '
-            f'"confidence" with eval.temperature > 0 (got "{self.sampler}")',
-        )
+        _check(self.samples == 1 or self.sampler == "ancestral" or self.temperature > 0.0,
+               "eval.samples", f'{self.samples} needs draws that differ: eval.sampler='
+               f'"ancestral", or "confidence" with eval.temperature > 0')  # fmt: skip
 
 
 @dataclass(frozen=True)
