@@ -247,8 +247,7 @@ SECTIONS: dict[str, type] = {
 
 
 class _FieldError(ConfigError):
-    """A value failed a section's own check; the loader adds where it came from (built
-    directly, e.g. from CLI options, it is a ConfigError as it stands)."""
+    """A section's own check failed (a ConfigError; a loader adds where it came from)."""
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -363,7 +362,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 def override_sections(
     cfg: Any, sections: typing.Mapping[str, type], overrides: typing.Sequence[str]
 ) -> Any:
-    """Apply ``section.key=value`` overrides to a frozen config of ``sections``."""
+    """Apply ``section.key=value`` overrides to a frozen config of ``sections``; each section
+    is built once with all of its overrides (checks across fields see them together)."""
+    pending: dict[str, tuple[dict[str, Any], list[str]]] = {}
     for text in overrides:
         section, name, value = parse_override(text)
         where = f"--set {text}"
@@ -371,14 +372,16 @@ def override_sections(
             raise ConfigError(
                 f"{where}: unknown section '{section}'{_did_you_mean(section, sections)}"
             )
-        current = getattr(cfg, section)
-        merged = {f.name: getattr(current, f.name) for f in fields(current)}
+        merged, sets = pending.setdefault(section, (dataclasses.asdict(getattr(cfg, section)), []))
         if name not in merged:
             raise ConfigError(
                 f"{where}: unknown key '{section}.{name}'{_did_you_mean(name, merged)}"
             )
         merged[name] = value
-        cfg = replace(cfg, **{section: _build_section(sections[section], merged, section, where)})
+        sets.append(where)
+    for section, (merged, sets) in pending.items():
+        built = _build_section(sections[section], merged, section, " ".join(sets))
+        cfg = replace(cfg, **{section: built})
     return cfg
 
 

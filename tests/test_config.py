@@ -196,3 +196,12 @@ def test_a_check_failing_outside_a_file_is_still_a_config_error():
         EvalConfig(samples=3)
     with pytest.raises(ConfigError, match=r"^--set eval.remask=true: eval.remask true needs"):
         load_config(None, ["eval.remask=true"])
+
+
+def test_overrides_of_one_section_are_checked_together_in_any_order():
+    pair = ["eval.samples=4", 'eval.sampler="confidence"', "eval.temperature=0.5"]
+    for order in (pair, pair[::-1]):
+        cfg = load_config(None, order)
+        assert (cfg.eval.samples, cfg.eval.sampler, cfg.eval.temperature) == (4, "confidence", 0.5)
+    with pytest.raises(ConfigError, match=r"^--set eval.samples=4 --set eval.seed=1: eval.samples"):
+        load_config(None, ["eval.samples=4", "eval.seed=1"])
