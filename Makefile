@@ -7,7 +7,7 @@
 # GPU is visible, else torch==2.13.0 (CPU wheel). Override, e.g.  make test TORCH='torch==2.5.1'.
 PYTHON ?= python3
 VENV ?= .venv
-TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.4,torch==2.13.0)
+TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.9,torch==2.13.0)
 BIN := $(VENV)/bin
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec

@@ -97,6 +97,11 @@ class ModelConfig:
             f"needs d_model / n_heads divisible by 4 (two rotation pairs per axis), got {head_dim}",
         )
         check_field(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        check_field(
+            self.rope or self.abs_pos,
+            "model.abs_pos",
+            "false needs model.rope=true: without either no cell has a position",
+        )
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,22 @@ class EvalConfig:
             check_field(getattr(self, key) >= 1, f"eval.{key}", "must be >= 1")
         check_field(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1")
         check_field(self.temperature >= 0.0, "eval.temperature", "must be >= 0")
+        # settings that would change nothing: one line instead of a silently equal evaluation
+        for key, used in (("temperature", self.temperature != 0.0), ("remask", self.remask)):
+            value = orjson.dumps(getattr(self, key)).decode()
+            check_field(
+                self.sampler == "confidence" or not used,
+                f"eval.{key}",
+                f'{value} needs eval.sampler="confidence" (got "{self.sampler}")',
+            )
+        # argmax steps (and confidence at temperature 0) differ between draws only by the
+        # starting noise, which carries no information: N draws are N copies of one vote
+        check_field(
+            self.samples == 1 or self.sampler == "ancestral" or self.temperature > 0.0,
+            "eval.samples",
+            f'{self.samples} needs draws that differ: eval.sampler="ancestral", or '
+            '"confidence" with eval.temperature > 0',
+        )
 
     def sampled(self) -> EvalConfig:
         """The settings as sampled: without the vote (``maj`` off) there is one view."""

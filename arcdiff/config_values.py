@@ -57,7 +57,7 @@ def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     raise TypeError(f"unsupported config field type {tp!r}")
 
 
-class FieldError(Exception):
+class FieldError(ConfigError):
     """A value failed a section's own check; the loader adds where it came from."""
 
 
@@ -130,7 +130,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 def override_sections(
     cfg: Any, sections: typing.Mapping[str, type], overrides: typing.Sequence[str]
 ) -> Any:
-    """Apply ``section.key=value`` overrides to a frozen config of ``sections``."""
+    """Apply ``section.key=value`` overrides to a frozen config of ``sections``; each section
+    is built once with all of its overrides (checks across fields see them together)."""
+    pending: dict[str, tuple[dict[str, Any], list[str]]] = {}
     for text in overrides:
         section, name, value = parse_override(text)
         where = f"--set {text}"
@@ -138,11 +140,15 @@ def override_sections(
             raise ConfigError(
                 f"{where}: unknown section '{section}'{did_you_mean(section, sections)}"
             )
-        current = getattr(cfg, section)
-        known = [f.name for f in fields(current)]
+        known = [f.name for f in fields(getattr(cfg, section))]
         if name not in known:
             raise ConfigError(f"{where}: unknown key '{section}.{name}'{did_you_mean(name, known)}")
-        cfg = replace(cfg, **{section: replace_checked(current, section, {name: value}, where)})
+        values, sets = pending.setdefault(section, ({}, []))
+        values[name] = value
+        sets.append(where)
+    for section, (values, sets) in pending.items():
+        built = replace_checked(getattr(cfg, section), section, values, " ".join(sets))
+        cfg = replace(cfg, **{section: built})
     return cfg
 
 

@@ -184,10 +184,6 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
         [*ABSORBING, *decoding("argmax", ranking="poe")],
         "absorbing kernel, one-shot argmax, product of experts",
     ),
-    "argmax_k4_poe": (
-        decoding("argmax", samples=4, ranking="poe"),
-        "4 deterministic runs per view from different starting noise, product of experts",
-    ),
 }
 
 COLUMNS = (

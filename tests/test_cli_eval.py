@@ -324,9 +324,26 @@ def test_unknown_sampler_or_ranking_is_one_line(runner, pipeline_run):
         line = one_error_line(result)  # the option, the field, what it must be
         field = f"eval.{option[2:]}"
         assert line.startswith(f"error: {option} {value}: "), line
-        assert f"{field}' must be 'argmax'" in line or f"{field}' must be 'vote'" in line or (
-            f"{field} must be >= 1" in line
+        assert (
+            f"{field}' must be 'argmax'" in line
+            or f"{field}' must be 'vote'" in line
+            or (f"{field} must be >= 1" in line)
         ), line
+
+
+def test_options_that_would_change_nothing_are_one_line(runner, pipeline_run):
+    """With the argmax sampler (the default) extra draws, a temperature or remasking would
+    silently give the evaluation of the defaults again: exit 1 naming the config field."""
+    evals = sorted((pipeline_run[0] / "eval").iterdir())
+    for args, field in (
+        (["--samples", "2"], "eval.samples 2"),
+        (["--temperature", "1"], "eval.temperature 1.0"),
+        (["--remask"], "eval.remask true"),
+    ):
+        result = runner.invoke(app, ["evaluate", "--run", str(pipeline_run[0]), *args])
+        assert result.exit_code == 1, result.output
+        assert one_error_line(result).startswith(f"error: {field} needs"), result.output
+    assert sorted((pipeline_run[0] / "eval").iterdir()) == evals  # nothing evaluated
 
 
 ISSUE14_KEYS = {

@@ -6,6 +6,7 @@ import pytest
 from arcdiff.config import (
     PRESET_DIR,
     Config,
+    EvalConfig,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -147,3 +148,60 @@ def test_configs_are_frozen():
 def test_defaults_without_a_file():
     assert load_config(None) == Config()
     assert config_from_dict({}) == Config()
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        # a position-blind model: a permutation of the cells permutes its outputs alike
+        ({"model": {"rope": False, "abs_pos": False}}, "model.abs_pos"),
+        # argmax draws differ only by uninformative starting noise: N copies of one vote
+        ({"eval": {"samples": 2}}, "eval.samples"),
+        ({"eval": {"sampler": "confidence", "samples": 2}}, "eval.samples"),
+        # only the confidence sampler reads these
+        ({"eval": {"temperature": 1.0}}, "eval.temperature"),
+        ({"eval": {"sampler": "ancestral", "temperature": 0.5}}, "eval.temperature"),
+        ({"eval": {"remask": True}}, "eval.remask"),
+        ({"eval": {"sampler": "ancestral", "remask": True}}, "eval.remask"),
+    ],
+)
+def test_settings_that_would_change_nothing_are_errors_naming_the_field(tmp_path, payload, field):
+    path = write(tmp_path, payload)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: {field} ") and "\n" not in message, message
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"model": {"rope": True, "abs_pos": False}},
+        {"model": {"rope": False, "abs_pos": True}},
+        {"eval": {"sampler": "ancestral", "samples": 4}},
+        {"eval": {"sampler": "confidence", "samples": 4, "temperature": 0.5, "remask": True}},
+        {"eval": {"sampler": "argmax", "samples": 1}},
+    ],
+)
+def test_the_settings_those_checks_allow_load(tmp_path, payload):
+    cfg = load_config(write(tmp_path, payload))
+    section, values = next(iter(payload.items()))
+    assert {k: getattr(getattr(cfg, section), k) for k in values} == values
+
+
+def test_a_check_failing_outside_a_file_is_still_a_config_error():
+    """Built straight from options (as `arcdiff evaluate` builds its settings), the check's
+    error is a ConfigError the CLI prints as one line."""
+    with pytest.raises(ConfigError, match=r"^eval.samples 3 needs draws that differ"):
+        EvalConfig(samples=3)
+    with pytest.raises(ConfigError, match=r"^--set eval.remask=true: eval.remask true needs"):
+        load_config(None, ["eval.remask=true"])
+
+
+def test_overrides_of_one_section_are_checked_together_in_any_order():
+    pair = ["eval.samples=4", 'eval.sampler="confidence"', "eval.temperature=0.5"]
+    for order in (pair, pair[::-1]):
+        cfg = load_config(None, order)
+        assert (cfg.eval.samples, cfg.eval.sampler, cfg.eval.temperature) == (4, "confidence", 0.5)
+    with pytest.raises(ConfigError, match=r"^--set eval.samples=4 --set eval.seed=1: eval.samples"):
+        load_config(None, ["eval.samples=4", "eval.seed=1"])

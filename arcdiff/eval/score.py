@@ -61,7 +61,14 @@ def score_split(
     tasks: Sequence[Task],
     solutions: Mapping[str, Sequence[Grid | None]],
 ) -> dict[str, Any]:
-    """Per-task and split scores (means over tasks; cell accuracies pooled over test inputs)."""
+    """Per-task and split scores (means over tasks; cell accuracies pooled over test inputs).
+
+    ``cell_accuracy``: the mean, over test inputs whose attempt 1 has the true size, of the
+    fraction of its cells right. The same-shape comparison is like for like: the model
+    (``cell_accuracy_same_shape``) and copying the input (``copy_baseline_same_shape``) are
+    both means over the same test inputs, those whose true output has the input's shape AND
+    whose attempt 1 has that size (where the model's cell accuracy is defined); how many
+    they are is ``test_inputs_same_shape``. Size errors count in ``size_accuracy``."""
     per_task: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     for task in tasks:
@@ -79,7 +86,7 @@ def score_split(
             key: _mean([r[key] for r in scored])
             for key in ("pass1", "pass2", "oracle", "size_ok", "cell_acc")
         } | {"test_inputs": len(scored)}
-    same_shape = [r for r in rows if r["same_shape"]]
+    same_shape = [r for r in rows if r["same_shape"] and r["cell_acc"] is not None]
     summary = {
         "tasks": len(tasks),
         "tasks_scored": len(per_task),
@@ -97,6 +104,7 @@ def score_split(
         "cell_accuracy": _mean([r["cell_acc"] for r in rows]),
         "cell_accuracy_same_shape": _mean([r["cell_acc"] for r in same_shape]),
         "copy_baseline_same_shape": _mean([r["copy_acc"] for r in same_shape]),
+        "test_inputs_same_shape": len(same_shape),
     }
     return {"summary": summary, "per_task": per_task}
 
