@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from arcdiff.model.denoiser import Denoiser
+from arcdiff.model.denoiser import Denoiser, example_inputs
 
 
 def step_seconds(model: Denoiser, args: tuple[torch.Tensor, ...], steps: int) -> float:
@@ -34,14 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     b, s = args.batch, args.side
-    g = torch.Generator().manual_seed(0)
-    inputs = (
-        torch.randint(0, 11, (b, s, s), generator=g),
-        torch.randint(0, 10, (b, s, s), generator=g),
-        torch.randn(b, generator=g),
-        torch.zeros(b, dtype=torch.long),
-        torch.zeros(b, dtype=torch.long),
-    )
+    inputs = example_inputs(b, s)
     common = dict(num_tasks=257, max_size=10, d_model=128, n_heads=4, n_layers=4)
     models = {
         "learned row/column": Denoiser(**common, self_condition=False),

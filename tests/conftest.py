@@ -60,3 +60,19 @@ def as_overrides(values: dict[str, object], **extra: object) -> list[str]:
 def tiny_overrides(**extra: object) -> list[str]:
     """--set overrides for a seconds-long CPU run on real ARC tasks."""
     return as_overrides(TINY, **extra)
+
+
+def as_torchrun_rank(rank: int, world: int, port: int) -> None:
+    """This process as torchrun starts rank ``rank`` of ``world`` (its variables), one thread."""
+    import os
+
+    import torch
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)

@@ -335,14 +335,15 @@ def test_options_that_would_change_nothing_are_one_line(runner, pipeline_run):
     """With the argmax sampler (the default) extra draws, a temperature or remasking would
     silently give the evaluation of the defaults again: exit 1 naming the config field."""
     evals = sorted((pipeline_run[0] / "eval").iterdir())
-    for args, field in (
-        (["--samples", "2"], "eval.samples 2"),
-        (["--temperature", "1"], "eval.temperature 1.0"),
-        (["--remask"], "eval.remask true"),
+    for args, given, field in (
+        (["--samples", "2"], "--samples 2", "eval.samples 2"),
+        (["--temperature", "1"], "--temperature 1.0", "eval.temperature 1.0"),
+        (["--remask"], "--remask True", "eval.remask true"),
     ):
         result = runner.invoke(app, ["evaluate", "--run", str(pipeline_run[0]), *args])
         assert result.exit_code == 1, result.output
-        assert one_error_line(result).startswith(f"error: {field} needs"), result.output
+        line = one_error_line(result)  # the option as given, then the field and why
+        assert line.startswith(f"error: {given}: {field} needs"), line
     assert sorted((pipeline_run[0] / "eval").iterdir()) == evals  # nothing evaluated
 
 

@@ -1,16 +1,14 @@
 """``arcdiff pipeline`` and ``arcdiff evaluate`` on two gloo ranks: rank 0 alone evaluates."""
 
-import os
 import shutil
 from pathlib import Path
 
 import orjson
-import torch
 import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
 from arcdiff.cli import app
-from tests.conftest import tiny_overrides
+from tests.conftest import as_torchrun_rank, tiny_overrides
 from tests.train.test_ddp import free_port
 
 SETTINGS = {
@@ -28,14 +26,7 @@ def set_args(**extra: object) -> list[str]:
 
 def _rank(rank: int, world: int, port: int, out: str) -> None:
     """One rank as torchrun starts it: the pipeline, then an evaluation with other steps."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )
-    torch.set_num_threads(1)
+    as_torchrun_rank(rank, world, port)
     run = f"{out}/run"
     commands = {
         "pipeline": ["pipeline", "--out", run, *set_args()],

@@ -20,9 +20,7 @@ from arcdiff.data.holdout import excluded_ids
 from arcdiff.data.tasks import Task, TaskSet, load_tasks
 from arcdiff.diffusion.discrete import DiscreteDiffusion, sampling_steps
 from arcdiff.errors import CheckpointError, DataError
-from arcdiff.eval.predict import check_known, predict_tasks
-from arcdiff.eval.rank import ranker_for
-from arcdiff.eval.samplers import sampler_for
+from arcdiff.eval.predict import check_known, predict_options, predict_tasks
 from arcdiff.eval.score import Predictions, predictions_json, score_split, submission
 from arcdiff.model.denoiser import Denoiser
 from arcdiff.runs.checkpoint import FROZEN_SECTIONS, first_difference, load_run
@@ -106,28 +104,10 @@ def predict_split(
         diffusion,
         tasks,
         task_index,
-        num_steps=settings.num_steps,
-        maj=settings.maj,
-        num_augs=settings.num_augs,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
+        **predict_options(settings),
         device=device,
         progress=progress,
         crop=model.cfg.data.bucket_window > 1,
-        size_vote=settings.size_vote,
-        size_prior=settings.size_prior,
-        bf16=settings.bf16,
-        samples=settings.samples,
-        draw=sampler_for(
-            settings.sampler, temperature=settings.temperature, remask=settings.remask
-        ),
-        rank=ranker_for(
-            settings.ranking,
-            visit_weight=settings.visit_weight,
-            top=settings.rank_top,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-        ),
     )
 
 

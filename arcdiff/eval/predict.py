@@ -12,19 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from rich.progress import Progress
 from torch import Tensor
 
+from arcdiff.config import EvalConfig
 from arcdiff.data.augment import Augmentation, augment_canvases, sample_colour_perms
 from arcdiff.data.encode import decode_grids, encode_grids
 from arcdiff.data.tasks import Grid, Task
 from arcdiff.diffusion.discrete import DiscreteDiffusion
 from arcdiff.errors import DataError
+from arcdiff.eval.rank import ranker_for
 from arcdiff.eval.sample import sample
-from arcdiff.eval.samplers import Sampler
+from arcdiff.eval.samplers import Sampler, sampler_for
 from arcdiff.eval.score import TestPrediction
 from arcdiff.eval.sizes import canvas_side, demo_size_prior, size_logprobs, size_votes
 from arcdiff.eval.vote import Candidate, top2, vote
@@ -213,6 +216,24 @@ def _candidates(group: Sequence[_Item], rows: Sequence[Decoded], voted: bool) ->
         )
     (g, c, g2, c2) = rows[0]
     return [Candidate(g, 1, c), Candidate(g2, 0, c2)]
+
+
+def predict_options(settings: EvalConfig) -> dict[str, Any]:
+    """:func:`predict_tasks`'s options as an evaluation config says: the one place its fields
+    become the sampler, the ranking and their settings."""
+    plain = ("num_steps", "maj", "num_augs", "batch_size", "seed", "size_vote", "size_prior")
+    return {name: getattr(settings, name) for name in (*plain, "bf16", "samples")} | {
+        "draw": sampler_for(
+            settings.sampler, temperature=settings.temperature, remask=settings.remask
+        ),
+        "rank": ranker_for(
+            settings.ranking,
+            visit_weight=settings.visit_weight,
+            top=settings.rank_top,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+        ),
+    }
 
 
 def predict_tasks(

@@ -208,3 +208,16 @@ class Denoiser(nn.Module):
         names = lengths[None, :, None] == in_hw[:, None, :]  # (B, S, 2): length == input h / w
         copy_at = copy[:, :, None, :].masked_fill(~names[:, None], -torch.inf)  # (B, 2, S, 2)
         return torch.logsumexp(torch.cat([absolute[..., None], copy_at], dim=-1), dim=-1)
+
+
+def example_inputs(batch: int, side: int, seed: int = 0) -> tuple[Tensor, ...]:
+    """Random denoiser inputs (input canvas, noisy output, logSNR, task 0, dihedral 0) of
+    ``batch`` canvases of ``side`` x ``side``: what tests and benchmarks feed a model."""
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randint(0, VOCAB, (batch, side, side), generator=g),
+        torch.randint(0, NUM_COLOURS, (batch, side, side), generator=g),
+        torch.randn(batch, generator=g),
+        torch.zeros(batch, dtype=torch.long),
+        torch.zeros(batch, dtype=torch.long),
+    )

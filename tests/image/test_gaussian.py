@@ -83,18 +83,23 @@ def check_samples(x, diffusion, num_steps, spacing, sampler, eta, mu=MU):
 @pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_whole_sampling_loop_recovers_gaussian_data(sampler, eta, prediction):
     diffusion = G.GaussianDiffusion(num_timesteps=1000, schedule="cosine", prediction=prediction)
-    gen = torch.Generator().manual_seed(0)
+    sample_and_check(diffusion, "linspace", sampler, eta, seed=0)
+
+
+def sample_and_check(diffusion, spacing, sampler, eta, *, seed):
+    """100 steps of the whole loop from float64 noise with the analytic denoiser, checked."""
+    gen = torch.Generator().manual_seed(seed)
     x_T = torch.randn(N, 2, generator=gen, dtype=torch.float64)
     x = diffusion.sample(
         analytic_denoiser(diffusion),
         x_T,
         num_steps=100,
-        spacing="linspace",
+        spacing=spacing,
         sampler=sampler,
         eta=eta,
         generator=gen,
     )
-    check_samples(x, diffusion, 100, "linspace", sampler, eta)
+    check_samples(x, diffusion, 100, spacing, sampler, eta)
 
 
 @pytest.mark.parametrize("prediction", ["v", "x0"])
@@ -104,18 +109,7 @@ def test_zero_terminal_snr_sampling(prediction, sampler, eta):
         num_timesteps=1000, schedule="linear", prediction=prediction, zero_terminal_snr=True
     )
     assert diffusion.alpha_bar[-1].item() == 0.0
-    gen = torch.Generator().manual_seed(1)
-    x_T = torch.randn(N, 2, generator=gen, dtype=torch.float64)
-    x = diffusion.sample(
-        analytic_denoiser(diffusion),
-        x_T,
-        num_steps=100,
-        spacing="trailing",
-        sampler=sampler,
-        eta=eta,
-        generator=gen,
-    )
-    check_samples(x, diffusion, 100, "trailing", sampler, eta)
+    sample_and_check(diffusion, "trailing", sampler, eta, seed=1)
 
 
 def test_moments_closed_form_catches_a_wrong_variance():

@@ -19,7 +19,7 @@ from arcdiff.runs.checkpoint import build_model
 from arcdiff.train.distributed import rank_device
 from arcdiff.train.logging import read_metrics
 from arcdiff.train.trainer import train
-from tests.conftest import tiny_overrides
+from tests.conftest import as_torchrun_rank, tiny_overrides
 
 
 def free_port() -> int:
@@ -30,14 +30,7 @@ def free_port() -> int:
 
 def _cli_worker(rank: int, world: int, port: int, out: str, args: list[str]) -> None:
     """One rank of ``arcdiff train`` with the variables torchrun sets; keeps its final weights."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )
-    torch.set_num_threads(1)
+    as_torchrun_rank(rank, world, port)
     from arcdiff.cli import app
     from arcdiff.train import trainer
 
@@ -106,10 +99,7 @@ def test_torchrun_runs_the_cli_on_two_processes(tmp_path):
 
 def _mean_worker(rank: int, world: int, port: int, out: str) -> None:
     """One gloo rank: Distributed.mean, then one training step, counting the all-reduces."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
-    )
-    torch.set_num_threads(1)
+    as_torchrun_rank(rank, world, port)
     import torch.distributed as dist
 
     from arcdiff.data.dataset import stream_from_config

@@ -1,10 +1,10 @@
 """The analytic FLOP count of bench_train's MFU against torch's own FLOP counter."""
 
 import pytest
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from arcdiff.config import load_config
+from arcdiff.model.denoiser import example_inputs
 from arcdiff.runs.checkpoint import build_model
 from arcdiff.train.mfu import model_flops
 
@@ -14,14 +14,7 @@ def test_model_flops_match_the_counter_on_full_and_cropped_canvases(side):
     cfg = load_config("toiny_aa1", ["model.d_model=32", "model.n_heads=2", "model.n_layers=2"])
     model = build_model(cfg, num_tasks=7)
     b = 3
-    g = torch.Generator().manual_seed(0)
-    args = (
-        torch.randint(0, 11, (b, side, side), generator=g),
-        torch.randint(0, 10, (b, side, side), generator=g),
-        torch.randn(b, generator=g),
-        torch.zeros(b, dtype=torch.long),
-        torch.zeros(b, dtype=torch.long),
-    )
+    args = example_inputs(b, side)
     with FlopCounterMode(display=False) as counter:
         model(*args)
     counted = counter.get_total_flops()
