@@ -32,10 +32,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/arcdiff pipeline --config toiny_aa1 --out outputs/toiny_aa1
 
-# One thread per test process: the suite's models are tiny (threads cost more than they give)
-# and several tests start processes of their own (torch.distributed, killed training runs).
+# One thread per test process: the suite's models are tiny (threads cost more than they give).
+# The fast tests run in one worker per core (pytest-xdist, a test file per worker); the slow
+# ones (processes of their own: torch.distributed, killed and resumed runs) run one at a time.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile
 
 test-slow: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow

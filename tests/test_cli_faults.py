@@ -47,6 +47,7 @@ def together(*commands: list[str]) -> list[subprocess.CompletedProcess]:
     return out
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_two_writers_into_one_run_one_runs_the_other_is_refused(tmp_path):
     run = tmp_path / "run"
     fresh = [*CLI, "train", "--out", str(run), "--no-progress", *set_args(train__max_steps=250)]
@@ -64,6 +65,7 @@ def test_two_writers_into_one_run_one_runs_the_other_is_refused(tmp_path):
     assert loss_steps(run) == list(range(1, 501))  # each step once
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_out_of_memory_is_one_line_naming_the_batch_size_and_writes_nothing(tmp_path):
     def limit_memory() -> None:  # 2 GiB of address space: torch loads, a 100,000 batch does not
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
@@ -145,6 +147,7 @@ def test_resume_reads_the_runs_config_and_allows_only_safe_changes(runner, small
     assert "done: 6 steps" in preset.stdout
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_pipeline_on_a_finished_run_evaluates_and_reports_without_training(
     runner, small_run, tmp_path
 ):

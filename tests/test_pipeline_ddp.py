@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import orjson
+import pytest
 import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
@@ -44,6 +45,7 @@ def _scored(folder: Path) -> tuple[dict, dict, bytes]:
     return scores["summary"], scores["per_task"], (folder / "predictions.json").read_bytes()
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_two_ranks_train_then_rank_0_alone_evaluates_as_one_process_does(tmp_path):
     mp.start_processes(_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     run = tmp_path / "run"

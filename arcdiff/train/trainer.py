@@ -345,7 +345,8 @@ def train(
                     device=device,
                     world=ddp.world,
                     step=s.step,
-                )
+                ),
+                soft_wrap=True,  # a path is copied from the terminal: never broken across lines
             )
         keep = (s.metrics_rows, s.step) if begin is not None else None
         s.logger = MetricsLogger(run_dir, cfg, enabled=ddp.is_main, keep=keep)

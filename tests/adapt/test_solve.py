@@ -63,6 +63,7 @@ def pass2(submission: dict, solutions: dict) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 @pytest.mark.parametrize("joint", ["--joint", "--per-task"])
 def test_solve_answers_every_task_within_its_budget_and_scores_as_the_scorer(
     runner, base_dir, kaggle, tmp_path, joint

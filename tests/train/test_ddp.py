@@ -146,6 +146,7 @@ def _mean_worker(rank: int, world: int, port: int, out: str) -> None:
     ddp.close()
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_the_step_averages_its_scalars_in_one_all_reduce_on_the_rank_device(tmp_path):
     mp.start_processes(
         _mean_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn"
@@ -191,6 +192,7 @@ def test_resuming_two_ranks_on_one_process_reseeds_the_noise_in_one_line(tmp_pat
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_resuming_one_process_on_two_ranks_reseeds_the_noise_in_one_line(tmp_path):
     first = tiny_overrides(train__max_steps=2, train__eval_every=2)
     train(load_config(None, first), tmp_path / "run", progress=False, console=Console(quiet=True))

@@ -88,6 +88,7 @@ def straight(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_saves_last_and_the_run_resumes_exactly(tmp_path, straight, sig, code):
     run = tmp_path / "run"
@@ -106,6 +107,7 @@ def test_a_signal_saves_last_and_the_run_resumes_exactly(tmp_path, straight, sig
     assert loss_steps(run) == list(range(1, 25))  # every step once
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_kill_9_resumes_from_the_newest_step_file(tmp_path, straight, capsys):
     run = tmp_path / "run"
     proc = start(run, **{"train.max_steps": 24, "train.save_every": 3, "train.eval_every": 1000})

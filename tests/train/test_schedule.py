@@ -159,6 +159,7 @@ def start(run_dir: Path, *flags: str, **extra: object) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_the_preset_killed_twice_resumes_to_the_straight_runs_weights(tmp_path):
     """SIGKILL at two seeded moments (clock checkpoints every 0.12 s), resumed each time; the
     horizon (16) ends the cosine before max_steps, so floor steps are compared too."""

@@ -69,6 +69,7 @@ def test_accuracy_per_class_and_overall(text_run):
     assert result["guidance_scale"] == 2.0 and result["samples_per_class"] == 3
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_diagnostics_and_sweep_report_class_alignment(text_run):
     from typer.testing import CliRunner
 

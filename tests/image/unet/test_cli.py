@@ -58,6 +58,7 @@ def test_sample_rejects_a_class_the_run_does_not_have(trained):
     assert "--class 10 is not a class of this run (0..9)" in one_error_line(result)
 
 
+@pytest.mark.slow  # processes of its own or a minute of training: make test-slow (and CI)
 def test_sweep_table_and_json(trained):
     result = CliRunner().invoke(
         image_app,
