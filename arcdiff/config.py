@@ -236,6 +236,11 @@ class EvalConfig:
         tag="",
         option="--ranking",
     )
+    distinct_attempts: bool = setting(
+        True,
+        "Attempt 2 differs from attempt 1: a lone voted grid gets the views' best runner-up.",
+        tag="distinct",
+    )
     visit_weight: float = setting(
         1.0, "poe ranking: bonus per log(1 + visits).", tag="visits", option="--visit-weight"
     )

@@ -218,11 +218,22 @@ def _candidates(group: Sequence[_Item], rows: Sequence[Decoded], voted: bool) ->
     return [Candidate(g, 1, c), Candidate(g2, 0, c2)]
 
 
+def _lone(group: Sequence[_Item], rows: Sequence[Decoded]) -> Candidate:
+    """Attempt 2 when every view voted for one grid: the most confident view's runner-up (its
+    grid with the least certain cell at its second colour; never the voted grid), in the
+    original frame, with no votes; added before any ranking, which scores it too. Without it
+    the second attempt repeats the first."""
+    best = max(range(len(rows)), key=lambda i: rows[i][3])
+    grid, _, runner_up, confidence = rows[best]
+    return Candidate(group[best].aug.inverse().apply(runner_up), 0, confidence)
+
+
 def predict_options(settings: EvalConfig) -> dict[str, Any]:
     """:func:`predict_tasks`'s options as an evaluation config says: the one place its fields
     become the sampler, the ranking and their settings."""
     plain = ("num_steps", "maj", "num_augs", "batch_size", "seed", "size_vote", "size_prior")
     return {name: getattr(settings, name) for name in (*plain, "bf16", "samples")} | {
+        "distinct": settings.distinct_attempts,
         "draw": sampler_for(
             settings.sampler, temperature=settings.temperature, remask=settings.remask
         ),
@@ -256,6 +267,7 @@ def predict_tasks(
     samples: int = 1,
     draw: Sampler = sample,
     rank: Callable[..., list[Candidate]] | None = None,
+    distinct: bool = True,
 ) -> dict[str, list[TestPrediction]]:
     """Predict two attempts for every test input of ``tasks``.
 
@@ -275,6 +287,7 @@ def predict_tasks(
     all voted. ``draw``: the sampler (:data:`arcdiff.eval.samplers.SAMPLERS`).
     ``rank``: re-ranks a test input's voted candidates (``arcdiff.eval.rank``), given the
     model, the diffusion, the candidates and the views (test input, task, augmentations).
+    ``distinct``: a lone voted grid is joined by the views' best runner-up (:func:`_lone`).
     """
     device = device or next(model.parameters()).device
     check_known(tasks, task_index)
@@ -293,12 +306,13 @@ def predict_tasks(
         num_steps=num_steps, batch_size=batch_size, seed=seed, device=device, bf16=bf16,
         progress=progress,
     )  # fmt: skip
-    k = views.k
     predictions: dict[str, list[TestPrediction]] = {t.id: [] for t in tasks}
-    for start in range(0, len(views.items), k):
-        group = views.items[start : start + k]
-        candidates = _candidates(group, decoded[start : start + k], maj or samples > 1)
+    for start in range(0, len(views.items), views.k):
+        group = views.items[start : start + views.k]
+        candidates = _candidates(group, decoded[start : start + views.k], maj or samples > 1)
         task = tasks[group[0].task]
+        if distinct and len(candidates) == 1:
+            candidates = [*candidates, _lone(group, decoded[start : start + views.k])]
         if rank is not None:
             candidates = rank(
                 model,

@@ -45,6 +45,7 @@ def score_test(pred: TestPrediction, truth: Grid, test_input: Grid) -> dict[str,
         "size_ok": float(size_ok),
         "cell_acc": float((pred.attempt_1 == truth).mean()) if size_ok else None,
         "same_shape": test_input.shape == truth.shape,
+        "repeated": _same(pred.attempt_1, pred.attempt_2),  # a second attempt thrown away
     }
     if row["same_shape"]:
         row["copy_acc"] = float((test_input == truth).mean())
@@ -68,7 +69,8 @@ def score_split(
     (``cell_accuracy_same_shape``) and copying the input (``copy_baseline_same_shape``) are
     both means over the same test inputs, those whose true output has the input's shape AND
     whose attempt 1 has that size (where the model's cell accuracy is defined); how many
-    they are is ``test_inputs_same_shape``. Size errors count in ``size_accuracy``."""
+    they are is ``test_inputs_same_shape``. Size errors count in ``size_accuracy``.
+    ``repeated_attempts``: test inputs whose attempt 2 is attempt 1 again (a wasted slot)."""
     per_task: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     for task in tasks:
@@ -105,6 +107,7 @@ def score_split(
         "cell_accuracy_same_shape": _mean([r["cell_acc"] for r in same_shape]),
         "copy_baseline_same_shape": _mean([r["copy_acc"] for r in same_shape]),
         "test_inputs_same_shape": len(same_shape),
+        "repeated_attempts": sum(r["repeated"] for r in rows),
     }
     return {"summary": summary, "per_task": per_task}
 

@@ -1,0 +1,57 @@
+"""scripts/seeds.py on fabricated studies: rows, mean +- sd, the paired comparison."""
+
+import orjson
+import pytest
+
+from tests.conftest import load_script
+
+TASKS = [f"t{i:02d}" for i in range(20)]
+
+
+def write_scores(folder, solved, step=100):
+    per_task = {t: {"pass2": float(t in solved), "test_inputs": 1} for t in TASKS}
+    summary = {
+        "pass@2": len(solved) / len(TASKS),
+        "tasks_solved": len(solved),
+        "oracle": len(solved) / len(TASKS),
+        "cell_accuracy": 0.5,
+    }
+    folder.mkdir(parents=True)
+    payload = {"summary": summary, "per_task": per_task, "settings": {"step": step, "wall_s": 9}}
+    (folder / "scores.json").write_bytes(orjson.dumps(payload))
+
+
+@pytest.fixture
+def study(tmp_path):
+    root = tmp_path / "study"
+    root.mkdir()
+    manifest = {"config": "toiny_aa1", "split": "aa1:eval", "snapshots": [], "minutes": 15}
+    (root / "study.json").write_bytes(orjson.dumps(manifest))
+    for seed, solved in enumerate([TASKS[:2], TASKS[:4], TASKS[1:4]]):
+        write_scores(root / f"seed{seed}" / "eval" / "aa1_eval", solved, step=100 + seed)
+        write_scores(root / f"seed{seed}" / "eval" / "aa1_eval~augs16", TASKS[:12])
+    return root
+
+
+def test_show_writes_rows_and_mean_sd(study):
+    seeds = load_script("seeds")
+    report = seeds.show(study)
+    plain = report["evaluations"]["aa1_eval"]
+    assert sorted(plain["rows"]) == ["seed0", "seed1", "seed2"]
+    assert plain["summary"]["tasks_solved"] == {"mean": 3.0, "sd": 1.0, "n": 3}
+    assert plain["summary"]["step"]["mean"] == 101.0
+    assert orjson.loads((study / "seeds.json").read_bytes())["evaluations"].keys() == {
+        "aa1_eval",
+        "aa1_eval~augs16",
+    }
+
+
+def test_compare_pairs_two_evaluations_of_the_same_seeds(study, tmp_path):
+    seeds = load_script("seeds")
+    out = tmp_path / "cmp.json"
+    seeds.main(["compare", str(study), str(study), "--b-folder", "aa1_eval~augs16",
+                "--json", str(out)])  # fmt: skip
+    result = orjson.loads(out.read_bytes())
+    assert result["paired"] == ["seed0", "seed1", "seed2"] and result["seeds"] == 3
+    assert result["diff"] == pytest.approx(12 / 20 - 3 / 20)
+    assert result["significant"] and result["low"] > 0
