@@ -301,7 +301,9 @@ def compare(args: argparse.Namespace) -> None:
     console.print(line, markup=False)
     if args.json:
         result_json = vars(result) | {"significant": result.significant}
-        write_json(args.json, {"a": str(a_study), "b": str(b_study), **result_json, "paired": seeds})
+        write_json(
+            args.json, {"a": str(a_study), "b": str(b_study), **result_json, "paired": seeds}
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

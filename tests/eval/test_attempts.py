@@ -34,9 +34,9 @@ def test_a_lone_voted_grid_gets_a_different_second_attempt():
         assert pred.attempt_1.tolist() == [[0]]
         assert pred.attempt_2.shape == (1, 1) and pred.attempt_2.tolist() != [[0]]
         assert [c.votes for c in pred.candidates] == [8, 0]  # the runner-up has no votes
-    assert score_split(predictions, tasks.tasks, tasks.solutions)["summary"][
-        "repeated_attempts"
-    ] == 0
+    assert (
+        score_split(predictions, tasks.tasks, tasks.solutions)["summary"]["repeated_attempts"] == 0
+    )
 
 
 def test_without_distinct_attempts_the_second_is_a_copy_and_is_counted():
