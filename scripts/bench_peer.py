@@ -44,8 +44,17 @@ from peer_format import (  # noqa: E402
     write_eval_solutions,
     write_peer_data,
 )
-from peer_report import arcdiff_row, peer_row, plot_losses, read_loss_log, scored, table  # noqa: E402
+from peer_report import (  # noqa: E402
+    PEER_BATCH,
+    arcdiff_row,
+    peer_row,
+    plot_losses,
+    read_loss_log,
+    scored,
+    table,
+)
 from peer_setup import (  # noqa: E402
+    PEER_LR,
     copy_peer,
     git_commit,
     one_thread_env,
@@ -169,6 +178,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--peer-steps", type=int, help="the peer's schedule length (default: calibrate)"
     )
     parser.add_argument("--calibrate-seconds", type=int, default=90)
+    parser.add_argument(
+        "--peer-batch", type=int, default=PEER_BATCH, help="the peer's batch (its recipe: 128)"
+    )
+    parser.add_argument(
+        "--peer-lr", type=float, default=PEER_LR, help="the peer's learning rate (its: 5e-4)"
+    )
     parser.add_argument("--limit", type=int, help="evaluate the first N tasks only (a smoke run)")
     args = parser.parse_args(argv)
     out, seconds = args.out.resolve(), 60 * args.minutes
@@ -199,18 +214,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         markup=False,
     )
 
+    recipe = (args.peer_batch, args.peer_lr)  # the schedule is calibrated at this batch
     state_path = out / "bench_state.json"
     state = orjson.loads(state_path.read_bytes()) if state_path.exists() else {}
     if args.peer_steps:
         state["peer_steps"] = args.peer_steps
     if "peer_steps" not in state:
-        peer_config(root, d_model, cfg.data.max_size, 10**6, seconds)
+        peer_config(root, d_model, cfg.data.max_size, 10**6, seconds, *recipe)
         rate = calibrate(python, root, out, args.config, args.calibrate_seconds)
         state |= {"peer_steps_per_s": rate, "peer_steps": max(10, int(rate * seconds))}
         console.print(
             f"peer calibration: {rate:.2f} steps/s -> {state['peer_steps']} steps", markup=False
         )
-    config = peer_config(root, d_model, cfg.data.max_size, state["peer_steps"], seconds)
+    config = peer_config(root, d_model, cfg.data.max_size, state["peer_steps"], seconds, *recipe)
     state_path.write_bytes(orjson.dumps(state))
 
     run = out / "arcdiff"
@@ -287,7 +303,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     systems = {
         "arcdiff": arcdiff_row(run, state["eval_wall"]["arcdiff evaluation"])
         | {"parameters": arcdiff_params},
-        "peer": peer_row(root, state["eval_wall"]["peer evaluation"]) | {"parameters": peer_params},
+        "peer": peer_row(root, state["eval_wall"]["peer evaluation"], args.peer_batch)
+        | {"parameters": peer_params, "batch": args.peer_batch, "lr": args.peer_lr},
     }
     for name, sub in submissions.items():
         result = score_submission(sub, scored_tasks.tasks, scored_tasks.solutions)

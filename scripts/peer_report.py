@@ -36,13 +36,13 @@ def arcdiff_row(run: Path, eval_s: float) -> dict[str, Any]:
     }
 
 
-def peer_row(root: Path, eval_s: float) -> dict[str, Any]:
+def peer_row(root: Path, eval_s: float, batch: int = PEER_BATCH) -> dict[str, Any]:
     log = read_loss_log(root / "outputs" / "toiny" / "bench_loss.jsonl")
     if not log:
         raise DataError(f"{root}/outputs/toiny/bench_loss.jsonl: the peer logged no step")
     return {
         "steps": log[-1]["step"],
-        "examples_per_s": PEER_BATCH * log[-1]["step"] / log[-1]["s"],
+        "examples_per_s": batch * log[-1]["step"] / log[-1]["s"],
         "train_s": log[-1]["s"],
         "eval_s": eval_s,
         "curve": [(r["s"] / 60, r["loss"]) for r in log],

@@ -95,8 +95,17 @@ def peer_width(python: str, root: Path, tasks: int, max_size: int, target: int) 
     return d, n
 
 
-def peer_config(root: Path, d_model: int, max_size: int, steps: int, seconds: float) -> Path:
-    """The peer's toiny recipe at ``d_model``, its schedule scaled to ``steps``."""
+def peer_config(
+    root: Path,
+    d_model: int,
+    max_size: int,
+    steps: int,
+    seconds: float,
+    batch: int = PEER_BATCH,
+    lr: float = PEER_LR,
+) -> Path:
+    """The peer's toiny recipe at ``d_model``, its schedule scaled to ``steps``; ``batch`` and
+    ``lr`` its own (128, 5e-4) unless given."""
     scale = steps / PEER_REFERENCE_STEPS
     ema_horizon = max(scale / (1 - PEER_EMA), 10.0)  # 2,000 of 48,000 steps -> the same share
     config = {
@@ -114,8 +123,8 @@ def peer_config(root: Path, d_model: int, max_size: int, steps: int, seconds: fl
         "training": {
             "num_timesteps": 128,
             "schedule_type": "cosine",
-            "batch_size": PEER_BATCH,
-            "learning_rate": PEER_LR,
+            "batch_size": batch,
+            "learning_rate": lr,
             "weight_decay": 0.01,
             "optimizer_steps": steps,
             "lr_warmup_steps": max(1, round(PEER_WARMUP * scale)),

@@ -166,3 +166,18 @@ def test_a_peer_dir_without_the_peer_is_one_error_naming_it(tmp_path):
     with pytest.raises(DataError, match="checkout: no experimental/diffusion/train_diffusion"):
         setup.copy_peer(tmp_path / "checkout", tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_the_peer_trains_at_the_batch_and_rate_it_is_given(tmp_path):
+    """The peer's own recipe (batch 128, lr 5e-4) unless --peer-batch / --peer-lr say otherwise;
+    its examples/s counts the batch it trained with."""
+    setup, report = load("peer_setup"), load("peer_report")
+    own = orjson.loads(setup.peer_config(tmp_path, 140, 10, 125, 900).read_bytes())["training"]
+    assert (own["batch_size"], own["learning_rate"]) == (128, 5e-4)
+    small = setup.peer_config(tmp_path, 140, 10, 1000, 900, batch=16, lr=2e-3)
+    training = orjson.loads(small.read_bytes())["training"]
+    assert (training["batch_size"], training["learning_rate"]) == (16, 2e-3)
+    log = tmp_path / "outputs" / "toiny" / "bench_loss.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text('{"step": 100, "s": 50.0, "loss": 1.0}\n')
+    assert report.peer_row(tmp_path, 10.0, batch=16)["examples_per_s"] == 32.0
