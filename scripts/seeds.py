@@ -47,6 +47,7 @@ COLUMNS = (  # (row key, header, format)
     ("inputs_solved", "test inputs", "int"),
     ("oracle", "oracle", "pct"),
     ("cells", "cells right", "pct"),
+    ("repeated", "attempt 2 = 1", "int"),  # test inputs whose second attempt was wasted
 )
 
 
@@ -60,6 +61,7 @@ def seed_row(scores: dict[str, Any]) -> dict[str, Any]:
         "inputs_solved": round(sum(t["pass2"] * t["test_inputs"] for t in per_task.values())),
         "oracle": s["oracle"],
         "cells": s["cell_accuracy"],
+        "repeated": s.get("repeated_attempts"),
         "step": scores["settings"].get("step"),
         "eval_s": scores["settings"].get("wall_s"),
         "per_task": {t: v["pass2"] for t, v in per_task.items()},
@@ -71,7 +73,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _, _ in COLUMNS] + ["step", "eval_s"]
     out = {}
     for k in keys:
-        values = [r[k] for r in rows if r.get(k) is not None]
+        values = [r.get(k) for r in rows if r.get(k) is not None]
         if values:
             m = mean_sd(values)
             out[k] = {"mean": m.mean, "sd": m.sd, "n": m.n}
@@ -233,8 +235,32 @@ def show(study: Path, snapshots: list[float] | None = None, folder: str | None =
     if snaps:
         curve(study, report, split, snaps, manifest)
     write_json(study / "seeds.json", report)
-    console.print(f"wrote {study / 'seeds.json'}")
+    (study / "seeds.md").write_text(markdown(report))
+    console.print(f"wrote {study / 'seeds.json'} and seeds.md")
     return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The tables as markdown (one per evaluation folder), for NOTES.md."""
+    keys = [("step", "steps", "int"), *COLUMNS, ("eval_s", "eval s", "int")]
+    out = []
+    for name, ev in report["evaluations"].items():
+        out += [f"eval/{name}", "", "| seed | " + " | ".join(h for _, h, _ in keys) + " |"]
+        out.append("|---" * (len(keys) + 1) + "|")
+        for seed, row in ev["rows"].items():
+            out.append(f"| {seed} | " + " | ".join(_fmt(row.get(k), f) for k, _, f in keys) + " |")
+        stats = ev["summary"]
+        cells = []
+        for k, _, f in keys:
+            m = stats.get(k)
+            if m is None:
+                cells.append("-")
+            elif f == "pct":
+                cells.append(f"**{100 * m['mean']:.1f}% +- {100 * m['sd']:.1f}**")
+            else:
+                cells.append(f"{m['mean']:.1f} +- {m['sd']:.1f}")
+        out += ["| mean +- sd | " + " | ".join(cells) + " |", ""]
+    return "\n".join(out)
 
 
 def curve(study: Path, report: dict, split: str, snaps: list[float], manifest: dict) -> None:
