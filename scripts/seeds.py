@@ -202,10 +202,16 @@ def run_study(args: argparse.Namespace) -> None:
     show(out, snapshots=snaps)
 
 
+def seed_dirs(study: Path) -> list[Path]:
+    """The study's run folders, seed0, seed1, ... in the order of their seeds (not its logs)."""
+    runs = [p for p in study.glob("seed*") if p.is_dir() and p.name[4:].isdigit()]
+    return sorted(runs, key=lambda p: int(p.name[4:]))
+
+
 def folder_rows(study: Path, folder: str) -> dict[str, dict[str, Any]]:
     """seedN -> its row, for every seed whose eval/<folder>/scores.json exists."""
     rows = {}
-    for run in sorted(study.glob("seed*")):
+    for run in seed_dirs(study):
         path = run / "eval" / folder / "scores.json"
         if path.is_file():
             rows[run.name] = seed_row(orjson.loads(path.read_bytes()))
@@ -300,7 +306,7 @@ def eval_study(args: argparse.Namespace) -> None:
     """Evaluate every seed's run with other settings (``arcdiff evaluate`` options)."""
     study = args.study.resolve()
     chains = {run.name: [["evaluate", "--run", str(run), "--no-progress", *args.options]]
-              for run in sorted(study.glob("seed*"))}  # fmt: skip
+              for run in seed_dirs(study)}  # fmt: skip
     _chains(args.jobs, chains, study)
     show(study)
 

@@ -35,6 +35,9 @@ def study(tmp_path):
 
 def test_show_writes_rows_and_mean_sd(study):
     seeds = load_script("seeds")
+    (study / "seed0.log").write_text("a seed's log is not a run\n")
+    (study / "seed10").mkdir()
+    assert [p.name for p in seeds.seed_dirs(study)] == ["seed0", "seed1", "seed2", "seed10"]
     report = seeds.show(study)
     plain = report["evaluations"]["aa1_eval"]
     assert sorted(plain["rows"]) == ["seed0", "seed1", "seed2"]
