@@ -148,8 +148,9 @@ def _arcdiff(args: list[str], log: Path) -> None:
         raise SystemExit(f"arcdiff {args[0]} failed ({done.returncode}): see {log}")
 
 
-def _chains(jobs: int, chains: dict[str, list[list[str]]], out: Path) -> None:
-    """Each seed's commands in order, ``jobs`` seeds at a time."""
+def _chains(jobs: int, chains: dict[str, list[list[str]]], out: Path) -> list[str]:
+    """Each seed's commands in order, ``jobs`` seeds at a time; a seed that fails stops its
+    own chain only. Returns what failed, a line each."""
     from concurrent.futures import ThreadPoolExecutor
 
     def run(seed: str) -> None:
@@ -159,8 +160,11 @@ def _chains(jobs: int, chains: dict[str, list[list[str]]], out: Path) -> None:
         console.print(f"{seed}: done in {(time.monotonic() - tic) / 60:.1f} min", markup=False)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(run, seed) for seed in chains]:
-            future.result()
+        futures = [pool.submit(run, seed) for seed in chains]
+    failed = [str(f.exception()) for f in futures if f.exception() is not None]
+    for line in failed:
+        console.print(line, markup=False, style="red")
+    return failed
 
 
 def run_study(args: argparse.Namespace) -> None:
@@ -198,8 +202,10 @@ def run_study(args: argparse.Namespace) -> None:
     console.print(
         f"{len(chains)} seed(s) to run, {args.jobs} at a time, commit {manifest['commit']}"
     )
-    _chains(args.jobs, chains, out)
+    failed = _chains(args.jobs, chains, out)
     show(out, snapshots=snaps)
+    if failed:
+        raise SystemExit(f"{len(failed)} seed(s) failed")
 
 
 def seed_dirs(study: Path) -> list[Path]:
@@ -290,8 +296,10 @@ def curve(study: Path, report: dict, split: str, snaps: list[float], manifest: d
         ax.set_xlabel("training minutes (1 thread)")
         ax.set_title(f"{key} on {split}")
         ax.set_xscale("log")
+        ax.minorticks_off()  # the budgets are the ticks
         ax.set_xticks([m for m, _ in points], [f"{m:g}" for m, _ in points])
         ax.grid(alpha=0.3)
+    axes[0].set_ylim(bottom=0)  # shared: after both are drawn
     axes[0].set_ylabel("% of tasks")
     axes[0].legend()
     fig.suptitle(f"{manifest['config']}: score against training time ({manifest['commit']})")
@@ -307,8 +315,10 @@ def eval_study(args: argparse.Namespace) -> None:
     study = args.study.resolve()
     chains = {run.name: [["evaluate", "--run", str(run), "--no-progress", *args.options]]
               for run in seed_dirs(study)}  # fmt: skip
-    _chains(args.jobs, chains, study)
+    failed = _chains(args.jobs, chains, study)
     show(study)
+    if failed:  # e.g. another evaluation of the same run held its lock
+        raise SystemExit(f"{len(failed)} seed(s) failed")
 
 
 def compare(args: argparse.Namespace) -> None:

@@ -58,3 +58,15 @@ def test_compare_pairs_two_evaluations_of_the_same_seeds(study, tmp_path):
     assert result["paired"] == ["seed0", "seed1", "seed2"] and result["seeds"] == 3
     assert result["diff"] == pytest.approx(12 / 20 - 3 / 20)
     assert result["significant"] and result["low"] > 0
+
+
+def test_a_failing_seed_stops_its_own_chain_only(tmp_path):
+    seeds = load_script("seeds")
+    chains = {
+        "seed0": [["evaluate", "--run", str(tmp_path / "nowhere")], ["config", "show"]],
+        "seed1": [["config", "show"]],
+    }
+    failed = seeds._chains(1, chains, tmp_path)
+    assert len(failed) == 1 and "arcdiff evaluate failed" in failed[0]
+    assert "config" in (tmp_path / "seed1.log").read_text()  # the other seed ran
+    assert "$ arcdiff config show" not in (tmp_path / "seed0.log").read_text()  # its chain stopped
