@@ -16,6 +16,7 @@ re-noises them the same way around its current size estimate.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -49,7 +50,7 @@ def sampling_steps(num_timesteps: int, num_steps: int) -> Tensor:
 
 
 @dataclass(frozen=True)
-class Kernel:
+class Kernel(ABC):
     """What a corrupted cell becomes: one forward process q(x_t | x0) over the colours.
 
     A cell keeps its clean colour with probability ``a`` = alpha_bar, otherwise it is replaced
@@ -60,9 +61,9 @@ class Kernel:
     num_states: ClassVar[int]  # K: the tokens a noisy cell can hold
     mask_token: ClassVar[int | None] = None  # the token a corrupted cell becomes, if only one
 
+    @abstractmethod
     def noise_like(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Pure noise of ``x0``'s shape, on its device."""
-        raise NotImplementedError
 
     def corrupt(
         self, x0: Tensor, keep_prob: Tensor, valid: Tensor, generator: torch.Generator | None
@@ -74,14 +75,14 @@ class Kernel:
         keep = (u < keep_prob) & valid
         return torch.where(keep, x0, noise)
 
+    @abstractmethod
     def transitions(self, a: float) -> Tensor:
         """(10, K) q(x_t = j | x0 = i) at alpha_bar ``a``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def posterior(self, x_t: Tensor, probs: Tensor, a_t: float, a_s: float) -> Tensor:
         """(B, S, S, K) p(x_s | x_t) given p(x0 | x_t) = ``probs`` (B, S, S, 10), at alpha_bar
         ``a_t`` now and ``a_s`` >= a_t at the next step (:meth:`DiscreteDiffusion.posterior`)."""
-        raise NotImplementedError
 
     def loss_weights(self, valid: Tensor) -> Tensor:
         """(B, S, S) weight of each cell's x0 cross-entropy: every cell of the true grid, 1.

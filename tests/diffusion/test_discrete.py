@@ -226,3 +226,16 @@ def test_absorbing_reverse_step_unmasks_the_expected_share():
     unmasked = out.prev_sample != MASK
     assert abs(unmasked.float().mean().item() - (a_s - a_t) / (1 - a_t)) < 0.01
     assert (out.prev_sample[unmasked] == 4).all()
+
+
+def test_a_kernel_without_its_algorithms_cannot_be_built():
+    from arcdiff.diffusion.discrete import Kernel
+
+    class Partial(Kernel):  # noise but no q(x_t | x0) or posterior
+        name, num_states = "partial", 10
+
+        def noise_like(self, x0, generator=None):
+            return torch.zeros_like(x0)
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial()
