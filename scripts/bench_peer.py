@@ -104,27 +104,32 @@ def run_logged(cmds: dict[str, tuple[list[str], Path, Path]]) -> dict[str, float
     return walls
 
 
-def calibrate(python: str, root: Path, out: Path, config_name: str, seconds: int) -> float:
-    """Peer optimizer steps per second, measured while an arcdiff training runs beside it
-    (the load of the real benchmark)."""
+def calibrate(
+    python: str, root: Path, out: Path, config_name: str, seconds: int, beside: bool
+) -> float:
+    """Peer optimizer steps per second, measured while an arcdiff training runs beside it (the
+    load of the real benchmark) or, with ``beside`` False, under whatever load runs now."""
     config = orjson.loads((root / "bench_config.json").read_bytes())
     config["training"] |= {"optimizer_steps": 10**6, "max_seconds": seconds}
     config["output"]["output_dir"] = "outputs/calibrate"
     path = root / "calibrate_config.json"
     path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
-    scratch = out / "calibrate_arcdiff"
-    shutil.rmtree(scratch, ignore_errors=True)
-    arcdiff_cmd = arcdiff_train_cmd(config_name, scratch, seconds / 60)
-    run_logged(
-        {
-            "peer calibration": (
-                peer_train_cmd(python, path),
-                root,
-                out / "logs" / "calibrate_peer.txt",
-            ),
-            "arcdiff beside it": (arcdiff_cmd, Path.cwd(), out / "logs" / "calibrate_arcdiff.txt"),
-        }
-    )
+    cmds = {
+        "peer calibration": (
+            peer_train_cmd(python, path),
+            root,
+            out / "logs" / "calibrate_peer.txt",
+        )
+    }
+    if beside:
+        scratch = out / "calibrate_arcdiff"
+        shutil.rmtree(scratch, ignore_errors=True)
+        cmds["arcdiff beside it"] = (
+            arcdiff_train_cmd(config_name, scratch, seconds / 60, 0),
+            Path.cwd(),
+            out / "logs" / "calibrate_arcdiff.txt",
+        )
+    run_logged(cmds)
     rows = [
         r for r in read_loss_log(root / "outputs" / "calibrate" / "bench_loss.jsonl") if r["s"] > 5
     ]
@@ -135,17 +140,19 @@ def calibrate(python: str, root: Path, out: Path, config_name: str, seconds: int
     return (rows[-1]["step"] - rows[0]["step"]) / (rows[-1]["s"] - rows[0]["s"])
 
 
-def arcdiff_overrides(minutes: float) -> list[str]:
+def arcdiff_overrides(minutes: float, seed: int) -> list[str]:
     return [
         f"train.max_minutes={minutes}",
+        f"train.seed={seed}",
+        f"data.seed={seed}",
         "train.max_steps=1000000",
         "train.threads=1",
         "train.quick_eval_every=0",
     ]
 
 
-def arcdiff_train_cmd(config_name: str, run: Path, minutes: float) -> list[str]:
-    sets = [a for o in arcdiff_overrides(minutes) for a in ("--set", o)]
+def arcdiff_train_cmd(config_name: str, run: Path, minutes: float, seed: int) -> list[str]:
+    sets = [a for o in arcdiff_overrides(minutes, seed) for a in ("--set", o)]
     return [
         sys.executable,
         "-m",
@@ -160,7 +167,7 @@ def arcdiff_train_cmd(config_name: str, run: Path, minutes: float) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -175,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--config", default="toiny_aa1", help="arcdiff's preset (decides the tasks)"
     )
     parser.add_argument(
+        "--seed", type=int, default=0, help="both systems' seed (arcdiff: train.seed, data.seed)"
+    )
+    parser.add_argument(
         "--peer-steps", type=int, help="the peer's schedule length (default: calibrate)"
     )
     parser.add_argument("--calibrate-seconds", type=int, default=90)
@@ -184,11 +194,107 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--peer-lr", type=float, default=PEER_LR, help="the peer's learning rate (its: 5e-4)"
     )
+    parser.add_argument(
+        "--peer-only",
+        action="store_true",
+        help="train and evaluate the peer alone (arcdiff's rows come from scripts/seeds.py; "
+        "run two of these at once for the protocol's load)",
+    )
+    parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="stop after training (a rerun without it evaluates the trained models)",
+    )
     parser.add_argument("--limit", type=int, help="evaluate the first N tasks only (a smoke run)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def train_both(args: argparse.Namespace, out: Path, python: str, config: Path) -> dict:
+    """Train the peer (and arcdiff beside it, unless --peer-only); each one's wall seconds."""
+    root = out / "peer"
+    shutil.rmtree(out / "arcdiff", ignore_errors=True)
+    (root / "outputs" / "toiny" / "final_model.pt").unlink(missing_ok=True)
+    who = "the peer" if args.peer_only else "both"
+    console.print(f"training {who} for {args.minutes:g} minutes, one thread each ...")
+    cmds = {
+        "peer training": (peer_train_cmd(python, config), root, out / "logs" / "train_peer.txt")
+    }
+    if not args.peer_only:
+        cmds["arcdiff training"] = (
+            arcdiff_train_cmd(args.config, out / "arcdiff", args.minutes, args.seed),
+            Path.cwd(),
+            out / "logs" / "train_arcdiff.txt",
+        )
+    return run_logged(cmds)
+
+
+def evaluate_both(args: argparse.Namespace, out: Path, python: str, config: Path, evals) -> dict:
+    """Evaluate the peer (``evaluate.py --maj``) and arcdiff (its preset's evaluation) at once."""
+    root = out / "peer"
+    limit = ["--limit", str(args.limit)] if args.limit else []
+    write_eval_solutions(root, evals)  # the peer's evaluate.py scores itself; training is over
+    console.print("evaluating, one thread each ...", markup=False)
+    peer_eval = root / "outputs" / "toiny" / "eval.json"
+    peer_cmd = [
+        python,
+        "experimental/diffusion/evaluate.py",
+        "--config",
+        str(config),
+        "--maj",
+        "--device",
+        "cpu",
+        "--output",
+        str(peer_eval),
+        *limit,
+    ]
+    cmds = {"peer evaluation": (peer_cmd, root, out / "logs" / "eval_peer.txt")}
+    if not args.peer_only:
+        run = out / "arcdiff"
+        arcdiff_cmd = [sys.executable, "-m", "arcdiff", "evaluate", "--run", str(run), "--force"]
+        cmds["arcdiff evaluation"] = (
+            [*arcdiff_cmd, *limit],
+            Path.cwd(),
+            out / "logs" / "eval_arcdiff.txt",
+        )
+    return run_logged(cmds)
+
+
+def score_systems(
+    args: argparse.Namespace, out: Path, state: dict, scored_tasks, params: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Each system's row: steps, speed, walls, and arcdiff's scorer on its submission."""
+    root = out / "peer"
+    peer_eval = orjson.loads((root / "outputs" / "toiny" / "eval.json").read_bytes())
+    peer_sub = peer_submission(peer_eval, scored_tasks.tasks)
+    (out / "peer_submission.json").write_bytes(orjson.dumps(peer_sub))
+    systems, submissions = {}, {"peer": peer_sub}
+    if not args.peer_only:
+        run = out / "arcdiff"
+        newest = max((run / "eval").glob("*/scores.json"), key=lambda p: p.stat().st_mtime)
+        arcdiff_eval = newest.parent  # eval/<split>/ (eval/<split>~limitN/ under --limit)
+        submissions["arcdiff"] = orjson.loads((arcdiff_eval / "submission.json").read_bytes())
+        systems["arcdiff"] = arcdiff_row(run, state["eval_wall"]["arcdiff evaluation"])
+        own = orjson.loads((arcdiff_eval / "scores.json").read_bytes())["summary"]
+    systems["peer"] = peer_row(root, state["eval_wall"]["peer evaluation"], args.peer_batch) | {
+        "batch": args.peer_batch,
+        "lr": args.peer_lr,
+        "seed": args.seed,
+    }
+    for name, sub in submissions.items():
+        result = score_submission(sub, scored_tasks.tasks, scored_tasks.solutions)
+        systems[name] |= scored(result["summary"], result["per_task"])
+        systems[name] |= {"parameters": params[name], "per_task": result["per_task"]}
+    if "arcdiff" in systems:
+        systems["arcdiff"]["oracle"] = own["oracle"]  # arcdiff exposes every candidate
+    systems["peer"]["oracle"] = None  # the peer keeps its top two only
+    return systems
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     out, seconds = args.out.resolve(), 60 * args.minutes
     root = out / "peer"
-    cfg = load_config(args.config, arcdiff_overrides(args.minutes))
+    cfg = load_config(args.config, arcdiff_overrides(args.minutes, args.seed))
     settings = cfg.eval
     if list(cfg.data.eval_sources) != [settings.split]:
         raise DataError(f"{args.config}: the benchmark needs data.eval_sources == [eval.split]")
@@ -198,7 +304,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     evals = load_tasks(settings.split, max_size=cfg.data.max_size)
     num_tasks = len(train) + len(evals)
     scored_tasks = load_tasks(settings.split, max_size=cfg.data.max_size, limit=args.limit)
-    limit = ["--limit", str(args.limit)] if args.limit else []
     arcdiff_params = sum(p.numel() for p in build_model(cfg, num_tasks).parameters())
 
     diff = copy_peer(args.peer_dir, root)
@@ -220,106 +325,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.peer_steps:
         state["peer_steps"] = args.peer_steps
     if "peer_steps" not in state:
-        peer_config(root, d_model, cfg.data.max_size, 10**6, seconds, *recipe)
-        rate = calibrate(python, root, out, args.config, args.calibrate_seconds)
+        peer_config(root, d_model, cfg.data.max_size, 10**6, seconds, *recipe, args.seed)
+        rate = calibrate(python, root, out, args.config, args.calibrate_seconds, not args.peer_only)
         state |= {"peer_steps_per_s": rate, "peer_steps": max(10, int(rate * seconds))}
         console.print(
             f"peer calibration: {rate:.2f} steps/s -> {state['peer_steps']} steps", markup=False
         )
-    config = peer_config(root, d_model, cfg.data.max_size, state["peer_steps"], seconds, *recipe)
+    config = peer_config(
+        root, d_model, cfg.data.max_size, state["peer_steps"], seconds, *recipe, args.seed
+    )
     state_path.write_bytes(orjson.dumps(state))
-
-    run = out / "arcdiff"
-    peer_final = root / "outputs" / "toiny" / "final_model.pt"
     if "train_wall" not in state:
-        shutil.rmtree(run, ignore_errors=True)
-        peer_final.unlink(missing_ok=True)
-        console.print(
-            f"training both for {args.minutes:g} minutes, one thread each ...", markup=False
-        )
-        state["train_wall"] = run_logged(
-            {
-                "arcdiff training": (
-                    arcdiff_train_cmd(args.config, run, args.minutes),
-                    Path.cwd(),
-                    out / "logs" / "train_arcdiff.txt",
-                ),
-                "peer training": (
-                    peer_train_cmd(python, config),
-                    root,
-                    out / "logs" / "train_peer.txt",
-                ),
-            }
-        )
+        state["train_wall"] = train_both(args, out, python, config)
         state_path.write_bytes(orjson.dumps(state))
-
-    peer_eval = root / "outputs" / "toiny" / "eval.json"
+    if args.train_only:
+        console.print(f"trained; {out} is evaluated by the same command without --train-only")
+        return state
     if "eval_wall" not in state:
-        write_eval_solutions(root, evals)  # the peer's evaluate.py scores itself; training is over
-        console.print("evaluating both, one thread each ...", markup=False)
-        state["eval_wall"] = run_logged(
-            {
-                "arcdiff evaluation": (
-                    [
-                        sys.executable,
-                        "-m",
-                        "arcdiff",
-                        "evaluate",
-                        "--run",
-                        str(run),
-                        "--force",
-                        *limit,
-                    ],
-                    Path.cwd(),
-                    out / "logs" / "eval_arcdiff.txt",
-                ),
-                "peer evaluation": (
-                    [
-                        python,
-                        "experimental/diffusion/evaluate.py",
-                        "--config",
-                        str(config),
-                        "--maj",
-                        "--device",
-                        "cpu",
-                        "--output",
-                        str(peer_eval),
-                        *limit,
-                    ],
-                    root,
-                    out / "logs" / "eval_peer.txt",
-                ),
-            }
-        )
+        state["eval_wall"] = evaluate_both(args, out, python, config, evals)
         state_path.write_bytes(orjson.dumps(state))
 
-    newest = max((run / "eval").glob("*/scores.json"), key=lambda p: p.stat().st_mtime)
-    arcdiff_eval = newest.parent  # eval/<split>/ (eval/<split>~limitN/ under --limit)
-    submissions = {
-        "arcdiff": orjson.loads((arcdiff_eval / "submission.json").read_bytes()),
-        "peer": peer_submission(orjson.loads(peer_eval.read_bytes()), scored_tasks.tasks),
-    }
-    (out / "peer_submission.json").write_bytes(orjson.dumps(submissions["peer"]))
-    systems = {
-        "arcdiff": arcdiff_row(run, state["eval_wall"]["arcdiff evaluation"])
-        | {"parameters": arcdiff_params},
-        "peer": peer_row(root, state["eval_wall"]["peer evaluation"], args.peer_batch)
-        | {"parameters": peer_params, "batch": args.peer_batch, "lr": args.peer_lr},
-    }
-    for name, sub in submissions.items():
-        result = score_submission(sub, scored_tasks.tasks, scored_tasks.solutions)
-        systems[name] |= scored(result["summary"], result["per_task"])
-    own = orjson.loads((arcdiff_eval / "scores.json").read_bytes())["summary"]
-    systems["arcdiff"]["oracle"] = own["oracle"]  # arcdiff exposes every candidate
-    systems["peer"]["oracle"] = None  # the peer keeps its top two only
-    peer_own = orjson.loads(peer_eval.read_bytes())["metrics"]
+    params = {"arcdiff": arcdiff_params, "peer": peer_params}
+    systems = score_systems(args, out, state, scored_tasks, params)
     title = (
         f"{len(scored_tasks)} tasks of {settings.split} (grids <= {cfg.data.max_size}), "
-        f"{args.minutes:g} minutes each"
+        f"{args.minutes:g} minutes each, seed {args.seed}"
     )
     rich_table, md = table(systems, title)
     console.print(rich_table)
     plot_losses(systems, out / "loss.png")
+    peer_own = orjson.loads((root / "outputs" / "toiny" / "eval.json").read_bytes())["metrics"]
     record = {
         "command": " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -181,6 +181,15 @@ def score_submission(
 # the patch: a wall-clock budget and a loss log in the peer's training loop
 
 _PATCHES = (
+    (  # the benchmark's seed (the peer seeds nothing; it reseeds Python's random to 42 later)
+        "    # Set up device (prioritize CUDA > MPS > CPU)\n",
+        "    if 'seed' in config:\n"
+        "        import random as _bench_random\n"
+        "        _bench_random.seed(config['seed'])\n"
+        "        np.random.seed(config['seed'])\n"
+        "        torch.manual_seed(config['seed'])\n"
+        "    # Set up device (prioritize CUDA > MPS > CPU)\n",
+    ),
     (  # the clock starts with the first step
         "    for step_idx in progress_bar:\n        batch = next(data_iter)\n"
         "        losses = trainer.train_step(batch)\n",

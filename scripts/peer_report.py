@@ -76,16 +76,16 @@ def ratio(a: Any, b: Any) -> str:
 
 def table(systems: dict[str, dict[str, Any]], title: str) -> tuple[Table, str]:
     """The rich table and the same as Markdown."""
+    both = {"arcdiff", "peer"} <= set(systems)  # the ratio column needs both
+    heads = [*systems, *(["arcdiff / peer"] if both else [])]
     out = Table(title=title)
-    for name in ("", *systems, "arcdiff / peer"):
+    for name in ("", *heads):
         out.add_column(name, justify="left" if not name else "right")
-    md = [
-        "| | " + " | ".join([*systems, "arcdiff / peer"]) + " |",
-        "|---" * (len(systems) + 2) + "|",
-    ]
+    md = ["| | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
     for label, key, pattern in COLUMNS:
         cells = [fmt(s.get(key), pattern) for s in systems.values()]
-        cells.append(ratio(systems["arcdiff"].get(key), systems["peer"].get(key)))
+        if both:
+            cells.append(ratio(systems["arcdiff"].get(key), systems["peer"].get(key)))
         out.add_row(label, *cells)
         md.append(f"| {label} | " + " | ".join(cells) + " |")
     return out, "\n".join(md)

@@ -103,9 +103,11 @@ def peer_config(
     seconds: float,
     batch: int = PEER_BATCH,
     lr: float = PEER_LR,
+    seed: int = 0,
 ) -> Path:
     """The peer's toiny recipe at ``d_model``, its schedule scaled to ``steps``; ``batch`` and
-    ``lr`` its own (128, 5e-4) unless given."""
+    ``lr`` its own (128, 5e-4) unless given; ``seed`` seeds torch, numpy and random (the
+    benchmark's patch: the peer itself seeds nothing)."""
     scale = steps / PEER_REFERENCE_STEPS
     ema_horizon = max(scale / (1 - PEER_EMA), 10.0)  # 2,000 of 48,000 steps -> the same share
     config = {
@@ -142,6 +144,7 @@ def peer_config(
             "ema_decay": round(1 - 1 / ema_horizon, 6),
             "ema_warmup_steps": max(1, round(PEER_EMA_WARMUP * scale)),
             "max_seconds": seconds,  # the benchmark's patch
+            "seed": seed,  # the benchmark's patch
         },
         "data": {
             "data_dir": "data/arc-prize-2024",

@@ -128,6 +128,7 @@ def test_training_tasks_keep_their_test_pairs_that_fit(tmp_path):
 
 PEER_LOOP = """def train_arc_diffusion(config):
     import json
+    # Set up device (prioritize CUDA > MPS > CPU)
     for step_idx in progress_bar:
         batch = next(data_iter)
         losses = trainer.train_step(batch)
@@ -136,9 +137,10 @@ PEER_LOOP = """def train_arc_diffusion(config):
 """
 
 
-def test_the_patch_adds_a_budget_and_a_loss_log_or_names_the_file():
+def test_the_patch_adds_a_budget_a_loss_log_and_a_seed_or_names_the_file():
     patched, diff = pf.patch_training(PEER_LOOP)
     assert "config.get('max_seconds'" in patched and "bench_loss.jsonl" in patched
+    assert "torch.manual_seed(config['seed'])" in patched
     assert diff.startswith("--- a/src/training.py") and "+        if _bench_s >=" in diff
     compile(patched, "training.py", "exec")  # still Python
     with pytest.raises(DataError, match="peer/src/training.py: the training loop"):
@@ -168,15 +170,15 @@ def test_a_peer_dir_without_the_peer_is_one_error_naming_it(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-def test_the_peer_trains_at_the_batch_and_rate_it_is_given(tmp_path):
+def test_the_peer_trains_at_the_batch_rate_and_seed_it_is_given(tmp_path):
     """The peer's own recipe (batch 128, lr 5e-4) unless --peer-batch / --peer-lr say otherwise;
     its examples/s counts the batch it trained with."""
     setup, report = load("peer_setup"), load("peer_report")
     own = orjson.loads(setup.peer_config(tmp_path, 140, 10, 125, 900).read_bytes())["training"]
-    assert (own["batch_size"], own["learning_rate"]) == (128, 5e-4)
-    small = setup.peer_config(tmp_path, 140, 10, 1000, 900, batch=16, lr=2e-3)
+    assert (own["batch_size"], own["learning_rate"], own["seed"]) == (128, 5e-4, 0)
+    small = setup.peer_config(tmp_path, 140, 10, 1000, 900, batch=16, lr=2e-3, seed=1)
     training = orjson.loads(small.read_bytes())["training"]
-    assert (training["batch_size"], training["learning_rate"]) == (16, 2e-3)
+    assert (training["batch_size"], training["learning_rate"], training["seed"]) == (16, 2e-3, 1)
     log = tmp_path / "outputs" / "toiny" / "bench_loss.jsonl"
     log.parent.mkdir(parents=True)
     log.write_text('{"step": 100, "s": 50.0, "loss": 1.0}\n')
