@@ -70,3 +70,39 @@ def test_a_failing_seed_stops_its_own_chain_only(tmp_path):
     assert len(failed) == 1 and "arcdiff evaluate failed" in failed[0]
     assert "config" in (tmp_path / "seed1.log").read_text()  # the other seed ran
     assert "$ arcdiff config show" not in (tmp_path / "seed0.log").read_text()  # its chain stopped
+
+
+def write_bench(folder, seed, solved, steps=50):
+    """A peer benchmark folder (scripts/bench_peer.py --peer-only's bench.json)."""
+    per_task = {t: {"pass2": float(t in solved), "test_inputs": 1} for t in TASKS}
+    row = {"steps": steps, "examples_per_s": 16.0, "eval_s": 1200.0, "pass@2": len(solved) / 20,
+           "tasks_solved": len(solved), "inputs_solved": len(solved), "cell_accuracy": 0.4,
+           "seed": seed, "per_task": per_task}  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / "bench.json").write_bytes(orjson.dumps({"systems": {"peer": row}}))
+    return folder
+
+
+def test_the_peer_table_puts_each_system_beside_arcdiff_on_the_same_seeds(study, tmp_path):
+    table = load_script("peer_table")
+    for seed in (0, 1):
+        lines = [{"step": s, "minutes": s / 10, "loss": 1.0, "examples_per_s": 60.0 + seed}
+                 for s in (10, 20)]  # fmt: skip
+        (study / f"seed{seed}" / "metrics.jsonl").write_bytes(
+            b"\n".join(orjson.dumps(m) for m in lines)
+        )
+    better = [write_bench(tmp_path / f"b{s}", s, TASKS[:14]) for s in (0, 1)]
+    same = [write_bench(tmp_path / f"s{s}", s, solved) for s, solved in [(1, TASKS[:4])]]
+    record = table.main(["--arcdiff", str(study), "--seeds", "0,1", "--out", str(tmp_path / "t"),
+                         "--system", "better=" + ",".join(map(str, better)),
+                         "--system", f"same={same[0]}"])  # fmt: skip
+    arcdiff, best, one = record["rows"]
+    assert arcdiff["steps"]["values"] == [20, 20] and arcdiff["examples_per_s"]["mean"] == 60.5
+    assert arcdiff["pass@2"]["mean"] == pytest.approx(3 / 20) and "vs_arcdiff" not in arcdiff
+    assert best["vs_arcdiff"]["diff"] == pytest.approx(14 / 20 - 3 / 20)
+    assert best["vs_arcdiff"]["significant"] and best["tasks_solved"]["sd"] == 0
+    assert one["seeds"] == [1] and one["vs_arcdiff"]["diff"] == 0  # seed 1 solved TASKS[:4] too
+    assert not one["vs_arcdiff"]["significant"]
+    assert "| better | 0,1 |" in (tmp_path / "t" / "table.md").read_text()
+    with pytest.raises(SystemExit, match="bench.json: not there"):
+        table.main(["--arcdiff", str(study), "--system", f"x={tmp_path / 'nowhere'}"])
