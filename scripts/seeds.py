@@ -253,9 +253,10 @@ def show(study: Path, snapshots: list[float] | None = None, folder: str | None =
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The tables as markdown (one per evaluation folder), for NOTES.md."""
+    """The tables as markdown (one per evaluation folder), for NOTES.md; the curve, if any, as
+    an image above them (seeds.md is the study's report)."""
     keys = [("step", "steps", "int"), *COLUMNS, ("eval_s", "eval s", "int")]
-    out = []
+    out = ["![pass@2 and oracle against training minutes](curve.png)", ""] * ("curve" in report)
     for name, ev in report["evaluations"].items():
         out += [f"eval/{name}", "", "| seed | " + " | ".join(h for _, h, _ in keys) + " |"]
         out.append("|---" * (len(keys) + 1) + "|")

@@ -106,3 +106,20 @@ def test_the_peer_table_puts_each_system_beside_arcdiff_on_the_same_seeds(study,
     assert "| better | 0,1 |" in (tmp_path / "t" / "table.md").read_text()
     with pytest.raises(SystemExit, match="bench.json: not there"):
         table.main(["--arcdiff", str(study), "--system", f"x={tmp_path / 'nowhere'}"])
+
+
+def test_a_study_with_snapshots_draws_its_curve_into_its_report(study):
+    seeds = load_script("seeds")
+    from arcdiff.runs.evals import eval_dirname
+
+    manifest = orjson.loads((study / "study.json").read_bytes()) | {
+        "snapshots": [5],
+        "commit": "c0",
+    }
+    (study / "study.json").write_bytes(orjson.dumps(manifest))
+    for seed in range(3):
+        write_scores(study / f"seed{seed}" / "eval" / eval_dirname("aa1:eval", "min_5"), TASKS[:1])
+    report = seeds.show(study)
+    assert report["curve"]["minutes"] == [5, 15]
+    assert (study / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (study / "seeds.md").read_text().startswith("![pass@2 and oracle")
