@@ -31,6 +31,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,31 +56,10 @@ from peer_setup import git_commit  # noqa: E402
 from arcdiff.config import load_config  # noqa: E402
 from arcdiff.console import console, err_console  # noqa: E402
 from arcdiff.data.dataset import hold_out_demos  # noqa: E402
-from arcdiff.data.tasks import load_tasks  # noqa: E402
+from arcdiff.data.tasks import TaskSet, load_tasks  # noqa: E402
 from arcdiff.errors import ArcdiffError, DataError  # noqa: E402
 
 BATCH = LOW_RECIPE["batch_size"]
-
-
-def driver_cmd(python: str, phase: str, args_file: Path, task_ids: list[str] = ()) -> list[str]:
-    return [python, "bench_run.py", phase, args_file.name, *task_ids]
-
-
-def run_one(name: str, cmd: list[str], root: Path, log: Path) -> float:
-    """Run one mdlARC phase on one thread; its wall seconds (a failure is one DataError)."""
-    return run_logged({name: (cmd, root, log)})[name]
-
-
-def calibrate(python: str, root: Path, out: Path, seconds: int, seed: int) -> float:
-    """mdlARC's optimizer steps per second in this budget's setting (its first 5 s, the
-    warm-up, left out)."""
-    args = mdlarc_args(root, "calibrate", epochs=CALIBRATION_EPOCHS, seconds=seconds, seed=seed)
-    log = out / "logs" / "calibrate_mdlarc.txt"
-    run_one("mdlARC calibration", driver_cmd(python, "train", args), root, log)
-    rows = [r for r in read_loss_log(root / "runs" / "calibrate_loss.jsonl") if r["s"] > 5]
-    if len(rows) < 2:
-        raise DataError(f"mdlARC calibration took fewer than 2 steps in {seconds} s; see {log}")
-    return (rows[-1]["step"] - rows[0]["step"]) / (rows[-1]["s"] - rows[0]["s"])
 
 
 def load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -123,100 +103,141 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse(argv)
-    out, seconds = args.out.resolve(), 60 * args.minutes
-    root = out / "mdlarc"
-    cfg = load_config(args.config)
-    split = cfg.eval.split
-    if list(cfg.data.eval_sources) != [split]:
-        raise DataError(f"{args.config}: the benchmark needs data.eval_sources == [eval.split]")
+class Bench:
+    """One benchmark folder: mdlARC's patched copy, its state file and its logs."""
 
-    train = load_tasks(cfg.data.train_sources, max_size=cfg.data.max_size)
-    train, _ = hold_out_demos(train, cfg.data.val_pairs, cfg.data.seed)  # as arcdiff's stream
-    evals = load_tasks(split, max_size=cfg.data.max_size)
-    scored_tasks = load_tasks(split, max_size=cfg.data.max_size, limit=args.limit)
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.out = args, args.out.resolve()
+        self.root = self.out / "mdlarc"
+        self.state_path = self.out / "bench_state.json"
+        settings = {
+            "config": args.config,
+            "minutes": args.minutes,
+            "seed": args.seed,
+            "mdlarc_steps": args.mdlarc_steps,
+        }
+        self.state = load_state(self.state_path, settings)
 
-    diff = copy_mdlarc(args.mdlarc_dir, root)
-    (out / "mdlarc.patch").write_text(diff)
-    console.print(f"patch applied to the copy in {root} (not to {args.mdlarc_dir}):", markup=False)
-    console.print(diff, markup=False, highlight=False, soft_wrap=True)
-    write_driver(root)
-    counts = write_mdlarc_data(root, train, evals.tasks, cfg.data.max_size)
-    console.print(f"mdlARC data: {counts}", markup=False)
-    python, numba = mdlarc_python(out)
+    def save(self) -> None:
+        self.state_path.write_bytes(orjson.dumps(self.state))
 
-    settings = {
-        "config": args.config,
-        "minutes": args.minutes,
-        "seed": args.seed,
-        "mdlarc_steps": args.mdlarc_steps,
-    }
-    state_path = out / "bench_state.json"
-    state = load_state(state_path, settings)
-    if args.mdlarc_steps:
-        state["steps"] = args.mdlarc_steps
-    if "steps" not in state:
-        rate = calibrate(python, root, out, args.calibrate_seconds, args.seed)
-        state |= {"steps_per_s": rate, "steps": max(10, int(rate * seconds))}
-        console.print(f"calibration: {rate:.2f} steps/s -> {state['steps']} steps", markup=False)
-    steps_per_epoch = max(1, counts["train_sequences"] // BATCH)  # train_model drops the last
-    state["epochs"] = max(1, round(state["steps"] / steps_per_epoch))
-    state_path.write_bytes(orjson.dumps(state))
-    bench_args = mdlarc_args(
-        root,
-        "bench",
-        epochs=state["epochs"],
-        seconds=seconds,
-        seed=args.seed,
-        eval_augments=args.augments,
-    )
+    def run(self, name: str, phase: str, args_file: Path, task_ids: Sequence[str] = ()) -> float:
+        """One phase of the driver on one thread; its wall seconds (a failure: one DataError)."""
+        cmd = [self.python, "bench_run.py", phase, args_file.name, *task_ids]
+        return run_logged({name: (cmd, self.root, self.out / "logs" / f"{name}.txt")})[name]
 
-    if "train_wall" not in state:
-        (root / "runs" / "bench_loss.jsonl").unlink(missing_ok=True)
+    def set_up(self, train: TaskSet, evals: TaskSet, max_size: int) -> dict[str, int]:
+        """Copy and patch mdlARC, write its data and driver, find its interpreter."""
+        diff = copy_mdlarc(self.args.mdlarc_dir, self.root)
+        (self.out / "mdlarc.patch").write_text(diff)
         console.print(
-            f"training mdlARC for {args.minutes:g} minutes ({state['epochs']} epochs of "
-            f"{steps_per_epoch} steps), one thread ...",
+            f"patch applied to the copy in {self.root} (not to {self.args.mdlarc_dir}):",
             markup=False,
         )
-        state["train_wall"] = run_one(
-            "mdlARC training",
-            driver_cmd(python, "train", bench_args),
-            root,
-            out / "logs" / "train_mdlarc.txt",
-        )
-        state_path.write_bytes(orjson.dumps(state))
+        console.print(diff, markup=False, highlight=False, soft_wrap=True)
+        write_driver(self.root)
+        counts = write_mdlarc_data(self.root, train, evals.tasks, max_size)
+        console.print(f"mdlARC data: {counts}", markup=False)
+        self.python, self.numba = mdlarc_python(self.out)
+        return counts
 
-    submission_path = root / "runs" / EVAL_RUN / "submission.json"
-    eval_key = {"limit": args.limit, "augments": args.augments}
-    if "eval_wall" in state and state["eval_key"] != eval_key:  # another evaluation
-        del state["eval_wall"]
-    if "eval_wall" not in state:
-        submission_path.unlink(missing_ok=True)
+    def calibrate(self) -> float:
+        """mdlARC's optimizer steps per second (its first 5 s, the warm-up, left out)."""
+        seconds = self.args.calibrate_seconds
+        args = mdlarc_args(
+            self.root, "calibrate", epochs=CALIBRATION_EPOCHS, seconds=seconds, seed=self.args.seed
+        )
+        self.run("calibrate_mdlarc", "train", args)
+        log = self.root / "runs" / "calibrate_loss.jsonl"
+        rows = [r for r in read_loss_log(log) if r["s"] > 5]
+        if len(rows) < 2:
+            raise DataError(f"mdlARC calibration took fewer than 2 steps in {seconds} s; see {log}")
+        return (rows[-1]["step"] - rows[0]["step"]) / (rows[-1]["s"] - rows[0]["s"])
+
+    def schedule(self, train_sequences: int) -> Path:
+        """The training's arguments: its epochs are the steps it takes in the budget."""
+        if self.args.mdlarc_steps:
+            self.state["steps"] = self.args.mdlarc_steps
+        if "steps" not in self.state:
+            rate = self.calibrate()
+            steps = max(10, int(rate * 60 * self.args.minutes))
+            self.state |= {"steps_per_s": rate, "steps": steps}
+            console.print(f"calibration: {rate:.2f} steps/s -> {steps} steps", markup=False)
+        steps_per_epoch = max(1, train_sequences // BATCH)  # train_model drops the last batch
+        self.state["steps_per_epoch"] = steps_per_epoch
+        self.state["epochs"] = max(1, round(self.state["steps"] / steps_per_epoch))
+        self.save()
+        return mdlarc_args(
+            self.root,
+            "bench",
+            epochs=self.state["epochs"],
+            seconds=60 * self.args.minutes,
+            seed=self.args.seed,
+            eval_augments=self.args.augments,
+        )
+
+    def train(self, bench_args: Path) -> None:
+        if "train_wall" in self.state:
+            return
+        (self.root / "runs" / "bench_loss.jsonl").unlink(missing_ok=True)
         console.print(
-            f"mdlARC inference on {len(scored_tasks)} tasks, {args.augments} augmentations, "
+            f"training mdlARC for {self.args.minutes:g} minutes ({self.state['epochs']} epochs "
+            f"of {self.state['steps_per_epoch']} steps), one thread ...",
+            markup=False,
+        )
+        self.state["train_wall"] = self.run("train_mdlarc", "train", bench_args)
+        self.save()
+
+    def evaluate(self, bench_args: Path, tasks: TaskSet) -> Path:
+        """mdlARC's inference on ``tasks`` (all of them without --limit); its submission.json."""
+        submission = self.root / "runs" / EVAL_RUN / "submission.json"
+        key = {"limit": self.args.limit, "augments": self.args.augments}
+        if self.state.get("eval_key") == key:
+            return submission
+        submission.unlink(missing_ok=True)
+        console.print(
+            f"mdlARC inference on {len(tasks)} tasks, {self.args.augments} augmentations, "
             "one thread ...",
             markup=False,
         )
-        task_ids = list(scored_tasks.ids) if args.limit else []
-        state["eval_wall"] = run_one(
-            "mdlARC evaluation",
-            driver_cmd(python, "eval", bench_args, task_ids),
-            root,
-            out / "logs" / "eval_mdlarc.txt",
-        )
-        state["eval_key"] = eval_key
-        state_path.write_bytes(orjson.dumps(state))
+        task_ids = tasks.ids if self.args.limit else ()
+        self.state["eval_wall"] = self.run("eval_mdlarc", "eval", bench_args, task_ids)
+        self.state["eval_key"] = key
+        self.save()
+        return submission
 
-    submission = mdlarc_submission(orjson.loads(submission_path.read_bytes()), scored_tasks)
-    (out / "mdlarc_submission.json").write_bytes(orjson.dumps(submission))
-    result = score_submission(submission, scored_tasks.tasks, scored_tasks.solutions)
-    info = orjson.loads((root / "runs" / "bench_info.json").read_bytes())
-    row = loss_log_row(root / "runs" / "bench_loss.jsonl", state["eval_wall"], BATCH)
+
+def mdlarc_row(bench: Bench, submission: Path, tasks: TaskSet) -> dict[str, Any]:
+    """mdlARC's row of the benchmark table (scripts/peer_report.py's keys), scored by arcdiff."""
+    converted = mdlarc_submission(orjson.loads(submission.read_bytes()), tasks)
+    (bench.out / "mdlarc_submission.json").write_bytes(orjson.dumps(converted))
+    result = score_submission(converted, tasks.tasks, tasks.solutions)
+    info = orjson.loads((bench.root / "runs" / "bench_info.json").read_bytes())
+    log = bench.root / "runs" / "bench_loss.jsonl"
+    row = loss_log_row(log, bench.state["eval_wall"], BATCH)
     row |= {"parameters": info["parameters"], "batch": BATCH, "lr": LOW_RECIPE["normuon_lr"]}
-    row |= scored(result["summary"], result["per_task"]) | {"oracle": None}  # top two only
+    return row | scored(result["summary"], result["per_task"]) | {"oracle": None}  # top two
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    cfg = load_config(args.config)
+    split, max_size = cfg.eval.split, cfg.data.max_size
+    if list(cfg.data.eval_sources) != [split]:
+        raise DataError(f"{args.config}: the benchmark needs data.eval_sources == [eval.split]")
+    train = load_tasks(cfg.data.train_sources, max_size=max_size)
+    train, _ = hold_out_demos(train, cfg.data.val_pairs, cfg.data.seed)  # as arcdiff's stream
+    evals = load_tasks(split, max_size=max_size)
+    scored_tasks = load_tasks(split, max_size=max_size, limit=args.limit)
+
+    bench = Bench(args)
+    counts = bench.set_up(train, evals, max_size)
+    bench_args = bench.schedule(counts["train_sequences"])
+    bench.train(bench_args)
+    row = mdlarc_row(bench, bench.evaluate(bench_args, scored_tasks), scored_tasks)
+
     title = (
-        f"mdlARC on {len(scored_tasks)} tasks of {split} (grids <= {cfg.data.max_size}), "
+        f"mdlARC on {len(scored_tasks)} tasks of {split} (grids <= {max_size}), "
         f"{args.minutes:g} minutes, one thread, {args.augments} augmentations"
     )
     record = {
@@ -225,16 +246,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "arcdiff_commit": git_commit(Path(__file__).resolve().parent.parent),
         "mdlarc_commit": git_commit(args.mdlarc_dir),
         "config": args.config,
-        "numba": numba,
+        "numba": bench.numba,
         "mdlarc_args": orjson.loads(bench_args.read_bytes()),
         "data": counts,
-        "state": state,
+        "state": bench.state,
         "systems": {"mdlarc": {k: v for k, v in row.items() if k != "curve"}},
     }
-    (out / "bench.json").write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
-    (out / "bench.md").write_text(markdown(row, title))
+    (bench.out / "bench.json").write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    (bench.out / "bench.md").write_text(markdown(row, title))
     console.print(markdown(row, title), markup=False)
-    console.print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}", markup=False)
+    console.print(f"wrote {bench.out / 'bench.json'} and {bench.out / 'bench.md'}", markup=False)
     return record
 
 

@@ -41,8 +41,8 @@ def peer_row(root: Path, eval_s: float, batch: int = PEER_BATCH) -> dict[str, An
 
 
 def loss_log_row(path: Path, eval_s: float, batch: int) -> dict[str, Any]:
-    """A system's row from its JSONL log of optimizer steps (step, s, loss), the one log both
-    patched peers write."""
+    """A system's row from its JSONL log of optimizer steps (step, s, loss): the log the
+    benchmarks' patches add to the diffusion peer and to mdlARC."""
     log = read_loss_log(path)
     if not log:
         raise DataError(f"{path}: no optimizer step logged")
