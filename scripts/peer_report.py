@@ -37,9 +37,15 @@ def arcdiff_row(run: Path, eval_s: float) -> dict[str, Any]:
 
 
 def peer_row(root: Path, eval_s: float, batch: int = PEER_BATCH) -> dict[str, Any]:
-    log = read_loss_log(root / "outputs" / "toiny" / "bench_loss.jsonl")
+    return loss_log_row(root / "outputs" / "toiny" / "bench_loss.jsonl", eval_s, batch)
+
+
+def loss_log_row(path: Path, eval_s: float, batch: int) -> dict[str, Any]:
+    """A system's row from its JSONL log of optimizer steps (step, s, loss): the log the
+    benchmarks' patches add to the diffusion peer and to mdlARC."""
+    log = read_loss_log(path)
     if not log:
-        raise DataError(f"{root}/outputs/toiny/bench_loss.jsonl: the peer logged no step")
+        raise DataError(f"{path}: no optimizer step logged")
     return {
         "steps": log[-1]["step"],
         "examples_per_s": batch * log[-1]["step"] / log[-1]["s"],
