@@ -216,6 +216,7 @@ def mdlarc_row(bench: Bench, submission: Path, tasks: TaskSet) -> dict[str, Any]
     log = bench.root / "runs" / "bench_loss.jsonl"
     row = loss_log_row(log, bench.state["eval_wall"], BATCH)
     row |= {"parameters": info["parameters"], "batch": BATCH, "lr": LOW_RECIPE["normuon_lr"]}
+    row |= {"seed": bench.args.seed, "per_task": result["per_task"]}  # for peer_table.py
     return row | scored(result["summary"], result["per_task"]) | {"oracle": None}  # top two
 
 
