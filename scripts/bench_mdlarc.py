@@ -28,7 +28,6 @@ Re-running with the same ``--out`` reuses a finished training and evaluation.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -51,13 +50,13 @@ from mdlarc_setup import (  # noqa: E402
 )
 from peer_format import score_submission  # noqa: E402
 from peer_report import COLUMNS, fmt, loss_log_row, read_loss_log, scored  # noqa: E402
-from peer_setup import git_commit  # noqa: E402
+from peer_setup import git_commit, run_script  # noqa: E402
 
 from arcdiff.config import load_config  # noqa: E402
-from arcdiff.console import console, err_console  # noqa: E402
+from arcdiff.console import console  # noqa: E402
 from arcdiff.data.dataset import hold_out_demos  # noqa: E402
 from arcdiff.data.tasks import TaskSet, load_tasks  # noqa: E402
-from arcdiff.errors import ArcdiffError, DataError  # noqa: E402
+from arcdiff.errors import DataError  # noqa: E402
 
 BATCH = LOW_RECIPE["batch_size"]
 
@@ -261,11 +260,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ArcdiffError, subprocess.CalledProcessError) as e:
-        err_console.print(f"error: {e}", markup=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("interrupted", markup=False)
-        sys.exit(130)
+    run_script(main)

@@ -61,13 +61,14 @@ from peer_setup import (  # noqa: E402
     peer_config,
     peer_python,
     peer_width,
+    run_script,
 )
 
 from arcdiff.config import load_config  # noqa: E402
-from arcdiff.console import console, err_console  # noqa: E402
+from arcdiff.console import console  # noqa: E402
 from arcdiff.data.dataset import hold_out_demos  # noqa: E402
 from arcdiff.data.tasks import load_tasks  # noqa: E402
-from arcdiff.errors import ArcdiffError, DataError  # noqa: E402
+from arcdiff.errors import DataError  # noqa: E402
 from arcdiff.runs.checkpoint import build_model  # noqa: E402
 
 
@@ -380,11 +381,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ArcdiffError, subprocess.CalledProcessError) as e:
-        err_console.print(f"error: {e}", markup=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("interrupted", markup=False)
-        sys.exit(130)
+    run_script(main)

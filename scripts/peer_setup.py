@@ -7,19 +7,32 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 from peer_format import patch_training
 from peer_report import PEER_BATCH
 
-from arcdiff.console import console
-from arcdiff.errors import DataError
+from arcdiff.console import console, err_console
+from arcdiff.errors import ArcdiffError, DataError
 
 PEER_FOLDER = Path("experimental/diffusion")
 PEER_IMPORTS = ("torch", "numpy", "tqdm", "matplotlib")  # what experimental/diffusion imports
 PEER_LAYERS, PEER_HEADS, PEER_LR = 3, 4, 5e-4  # configs/toiny_config_aa1.json
 PEER_REFERENCE_STEPS, PEER_WARMUP, PEER_EMA_WARMUP, PEER_EMA = 48_000, 2_000, 2_000, 0.9995
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """A benchmark script's entry: a fault is one line (exit 1), Ctrl-C "interrupted" (130)."""
+    try:
+        main()
+    except (ArcdiffError, subprocess.CalledProcessError) as e:
+        err_console.print(f"error: {e}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)
 
 
 def one_thread_env() -> dict[str, str]:

@@ -19,21 +19,11 @@ import torch
 
 from arcdiff.data.tasks import load_tasks
 from arcdiff.errors import DataError
+from tests.conftest import load_script as load
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 FIXTURE = Path(__file__).parent / "fixtures" / "mdlarc" / "submission.json"
 MIRROR = Path("/work/.mirror/mvakde+mdlARC/repo")  # a bare clone of mvakde/mdlARC
-
-
-def load(name: str):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return module
 
 
 mf, mp, ms, pf = (

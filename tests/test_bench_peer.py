@@ -4,8 +4,6 @@ The peer's results format is pinned by tests/fixtures/peer/evaluation_maj.json (
 evaluate.py --maj writes); the data files are the ones its dataset.py and evaluate.py read."""
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +12,10 @@ import pytest
 
 from arcdiff.data.tasks import load_tasks
 from arcdiff.errors import DataError
+from tests.conftest import load_script as load
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 FIXTURE = Path(__file__).parent / "fixtures" / "peer" / "evaluation_maj.json"
-
-
-def load(name: str):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return module
 
 
 pf = load("peer_format")
