@@ -30,13 +30,14 @@ from seeds import folder_rows, seed_dirs  # noqa: E402
 from arcdiff.report.stats import mean_sd, paired_bootstrap, task_matrix  # noqa: E402
 from arcdiff.runs.paths import write_json  # noqa: E402
 
-console = Console()
+console = Console(width=200)  # the table is wide
 COLUMNS = (  # (key, header, kind)
     ("steps", "steps", "int"),
     ("examples_per_s", "examples/s", "float"),
     ("pass@2", "pass@2", "pct"),
     ("tasks_solved", "tasks", "float"),
     ("inputs_solved", "test inputs", "float"),
+    ("size", "size right", "pct"),
     ("cells", "cells right", "pct"),
     ("eval_s", "eval s", "int"),
 )
@@ -54,7 +55,12 @@ def arcdiff_seeds(study: Path, seeds: list[int], folder: str) -> dict[int, dict[
             raise SystemExit(f"{run}: no eval/{folder}/scores.json")
         row = rows[run.name]
         speed = arcdiff_row(run, row["eval_s"])
-        out[seed] = row | {"steps": speed["steps"], "examples_per_s": speed["examples_per_s"]}
+        scores = orjson.loads((run / "eval" / folder / "scores.json").read_bytes())
+        out[seed] = row | {
+            "steps": speed["steps"],
+            "examples_per_s": speed["examples_per_s"],
+            "size": scores["summary"]["size_accuracy"],
+        }
     missing = set(seeds) - set(out)
     if missing:
         raise SystemExit(f"{study}: no seed{min(missing)} run")
@@ -75,7 +81,8 @@ def bench_seed(folder: Path) -> tuple[int, dict[str, Any]]:
     if seed is None:
         raise SystemExit(f"{path}: no seed recorded")
     per_task = {t: v["pass2"] if isinstance(v, dict) else v for t, v in row["per_task"].items()}
-    return int(seed), row | {"cells": row["cell_accuracy"], "per_task": per_task}
+    row = row | {"cells": row["cell_accuracy"], "size": row["size_accuracy"]}
+    return int(seed), row | {"per_task": per_task}
 
 
 def system_row(name: str, seeds: dict[int, dict], base: dict[int, dict]) -> dict[str, Any]:

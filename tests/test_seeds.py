@@ -15,6 +15,7 @@ def write_scores(folder, solved, step=100):
         "tasks_solved": len(solved),
         "oracle": len(solved) / len(TASKS),
         "cell_accuracy": 0.5,
+        "size_accuracy": 0.9,
     }
     folder.mkdir(parents=True)
     payload = {"summary": summary, "per_task": per_task, "settings": {"step": step, "wall_s": 9}}
@@ -77,6 +78,7 @@ def write_bench(folder, seed, solved, steps=50):
     per_task = {t: {"pass2": float(t in solved), "test_inputs": 1} for t in TASKS}
     row = {"steps": steps, "examples_per_s": 16.0, "eval_s": 1200.0, "pass@2": len(solved) / 20,
            "tasks_solved": len(solved), "inputs_solved": len(solved), "cell_accuracy": 0.4,
+           "size_accuracy": 0.5,
            "seed": seed, "per_task": per_task}  # fmt: skip
     folder.mkdir(parents=True)
     (folder / "bench.json").write_bytes(orjson.dumps({"systems": {"peer": row}}))
@@ -99,6 +101,7 @@ def test_the_peer_table_puts_each_system_beside_arcdiff_on_the_same_seeds(study,
     arcdiff, best, one = record["rows"]
     assert arcdiff["steps"]["values"] == [20, 20] and arcdiff["examples_per_s"]["mean"] == 60.5
     assert arcdiff["pass@2"]["mean"] == pytest.approx(3 / 20) and "vs_arcdiff" not in arcdiff
+    assert (arcdiff["size"]["mean"], best["size"]["mean"]) == (0.9, 0.5)
     assert best["vs_arcdiff"]["diff"] == pytest.approx(14 / 20 - 3 / 20)
     assert best["vs_arcdiff"]["significant"] and best["tasks_solved"]["sd"] == 0
     assert one["seeds"] == [1] and one["vs_arcdiff"]["diff"] == 0  # seed 1 solved TASKS[:4] too
