@@ -55,12 +55,7 @@ def arcdiff_seeds(study: Path, seeds: list[int], folder: str) -> dict[int, dict[
             raise SystemExit(f"{run}: no eval/{folder}/scores.json")
         row = rows[run.name]
         speed = arcdiff_row(run, row["eval_s"])
-        scores = orjson.loads((run / "eval" / folder / "scores.json").read_bytes())
-        out[seed] = row | {
-            "steps": speed["steps"],
-            "examples_per_s": speed["examples_per_s"],
-            "size": scores["summary"]["size_accuracy"],
-        }
+        out[seed] = row | {"steps": speed["steps"], "examples_per_s": speed["examples_per_s"]}
     missing = set(seeds) - set(out)
     if missing:
         raise SystemExit(f"{study}: no seed{min(missing)} run")

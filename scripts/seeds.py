@@ -61,6 +61,7 @@ def seed_row(scores: dict[str, Any]) -> dict[str, Any]:
         "inputs_solved": round(sum(t["pass2"] * t["test_inputs"] for t in per_task.values())),
         "oracle": s["oracle"],
         "cells": s["cell_accuracy"],
+        "size": s.get("size_accuracy"),
         "repeated": s.get("repeated_attempts"),
         "step": scores["settings"].get("step"),
         "eval_s": scores["settings"].get("wall_s"),
