@@ -232,10 +232,13 @@ def show(study: Path, snapshots: list[float] | None = None, folder: str | None =
     """Print the study's table (one per evaluation folder) and write seeds.json."""
     manifest = orjson.loads((study / "study.json").read_bytes())
     split = manifest["split"]
-    folders = [folder] if folder else sorted(
-        {p.parent.name for p in study.glob("seed*/eval/*/scores.json")},
-        key=lambda f: (f != eval_dirname(split), f),
-    )  # fmt: skip
+    snaps = snapshots if snapshots is not None else manifest.get("snapshots", [])
+    if folder:
+        folders = [folder]
+    else:  # the run's own evaluation, its snapshots by minute, then other settings by name
+        found = {p.parent.name for p in study.glob("seed*/eval/*/scores.json")}
+        first = [eval_dirname(split)] + [eval_dirname(split, f"min_{m:g}") for m in sorted(snaps)]
+        folders = [f for f in first if f in found] + sorted(found - set(first))
     report: dict[str, Any] = {"study": manifest, "evaluations": {}}
     for name in folders:
         rows = folder_rows(study, name)
@@ -244,7 +247,6 @@ def show(study: Path, snapshots: list[float] | None = None, folder: str | None =
         stats = summary(list(rows.values()))
         report["evaluations"][name] = {"rows": rows, "summary": stats}
         console.print(table(f"{study.name}: eval/{name} ({len(rows)} seeds)", rows, stats))
-    snaps = snapshots if snapshots is not None else manifest.get("snapshots", [])
     if snaps:
         curve(study, report, split, snaps, manifest)
     write_json(study / "seeds.json", report)
@@ -363,7 +365,12 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--snapshots", help="minutes whose checkpoints are also evaluated: 5,10,15")
     r.add_argument("--jobs", type=int, default=2)
     r.add_argument("--out", type=Path, required=True)
-    e = sub.add_parser("eval", help="evaluate every seed with other settings")
+    e = sub.add_parser(
+        "eval",
+        help="evaluate every seed with other settings",
+        epilog="Any other option goes to `arcdiff evaluate`, e.g. `seeds.py eval S/preset15 "
+        "--num-augs 64` (folder aa1_eval~augs64) or `--set eval.distinct_attempts=false`.",
+    )
     e.add_argument("study", type=Path)
     e.add_argument("--jobs", type=int, default=2)
     c = sub.add_parser("compare", help="paired bootstrap over tasks: B - A")

@@ -116,13 +116,21 @@ def test_a_study_with_snapshots_draws_its_curve_into_its_report(study):
     from arcdiff.runs.evals import eval_dirname
 
     manifest = orjson.loads((study / "study.json").read_bytes()) | {
-        "snapshots": [5],
+        "snapshots": [5, 10],
         "commit": "c0",
     }
     (study / "study.json").write_bytes(orjson.dumps(manifest))
     for seed in range(3):
-        write_scores(study / f"seed{seed}" / "eval" / eval_dirname("aa1:eval", "min_5"), TASKS[:1])
+        for minutes in (5, 10):
+            folder = eval_dirname("aa1:eval", f"min_{minutes}")
+            write_scores(study / f"seed{seed}" / "eval" / folder, TASKS[:1])
     report = seeds.show(study)
-    assert report["curve"]["minutes"] == [5, 15]
+    assert report["curve"]["minutes"] == [5, 10, 15]
     assert (study / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (study / "seeds.md").read_text().startswith("![pass@2 and oracle")
+    md = (study / "seeds.md").read_text()
+    assert md.startswith("![pass@2 and oracle")
+    # the run's own evaluation, then its snapshots by minute (5 before 10), then other settings
+    headings = [line for line in md.splitlines() if line.startswith("eval/")]
+    assert headings == [
+        "eval/aa1_eval", "eval/aa1_eval@min_5", "eval/aa1_eval@min_10", "eval/aa1_eval~augs16"
+    ]
