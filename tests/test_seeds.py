@@ -132,5 +132,8 @@ def test_a_study_with_snapshots_draws_its_curve_into_its_report(study):
     # the run's own evaluation, then its snapshots by minute (5 before 10), then other settings
     headings = [line for line in md.splitlines() if line.startswith("eval/")]
     assert headings == [
-        "eval/aa1_eval", "eval/aa1_eval@min_5", "eval/aa1_eval@min_10", "eval/aa1_eval~augs16"
+        "eval/aa1_eval",
+        "eval/aa1_eval@min_5",
+        "eval/aa1_eval@min_10",
+        "eval/aa1_eval~augs16",
     ]
