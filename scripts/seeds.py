@@ -39,6 +39,7 @@ from arcdiff.config import load_config  # noqa: E402
 from arcdiff.report.stats import mean_sd, paired_bootstrap, task_matrix  # noqa: E402
 from arcdiff.runs.evals import eval_dirname  # noqa: E402
 from arcdiff.runs.paths import read_metrics, write_json  # noqa: E402
+from arcdiff.train.trainer import snapshot_name  # noqa: E402
 
 console = Console()
 COLUMNS = (  # (row key, header, format)
@@ -168,6 +169,11 @@ def _chains(jobs: int, chains: dict[str, list[list[str]]], out: Path) -> list[st
     return failed
 
 
+def run_folders(split: str, snaps: list[float]) -> list[str]:
+    """A seed's evaluation folders under eval/: its final checkpoint's, then each snapshot's."""
+    return [eval_dirname(split, name) for name in ["final", *map(snapshot_name, snaps)]]
+
+
 def run_study(args: argparse.Namespace) -> None:
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -178,18 +184,15 @@ def run_study(args: argparse.Namespace) -> None:
     if snaps:
         extra += ["--set", f"train.snapshot_minutes={orjson.dumps(snaps).decode()}"]
     cfg = load_config(args.config, args.set)  # a typo ends here, before any training
-    chains = {}
+    chains, folders = {}, run_folders(cfg.eval.split, snaps)
     for seed in args.seeds:
         run = out / f"seed{seed}"
-        if (run / "eval" / eval_dirname(cfg.eval.split) / "scores.json").is_file() and all(
-            (run / "eval" / eval_dirname(cfg.eval.split, f"min_{m:g}") / "scores.json").is_file()
-            for m in snaps
-        ):
+        if all((run / "eval" / f / "scores.json").is_file() for f in folders):
             continue  # finished: reused
         chain = [["pipeline", "--config", args.config, "--out", str(run), "--no-progress",
                   "--set", f"train.seed={seed}", "--set", f"data.seed={seed}",
                   "--set", "train.threads=1", *budget, *extra]]  # fmt: skip
-        chain += [["evaluate", "--run", str(run), "--checkpoint", f"min_{m:g}", "--no-progress"]
+        chain += [["evaluate", "--run", str(run), "--checkpoint", snapshot_name(m), "--no-progress"]
                   for m in snaps]  # fmt: skip
         chains[f"seed{seed}"] = chain
     manifest = {
@@ -237,7 +240,7 @@ def show(study: Path, snapshots: list[float] | None = None, folder: str | None =
         folders = [folder]
     else:  # the run's own evaluation, its snapshots by minute, then other settings by name
         found = {p.parent.name for p in study.glob("seed*/eval/*/scores.json")}
-        first = [eval_dirname(split)] + [eval_dirname(split, f"min_{m:g}") for m in sorted(snaps)]
+        first = run_folders(split, sorted(snaps))
         folders = [f for f in first if f in found] + sorted(found - set(first))
     report: dict[str, Any] = {"study": manifest, "evaluations": {}}
     for name in folders:
@@ -287,7 +290,7 @@ def curve(study: Path, report: dict, split: str, snaps: list[float], manifest: d
     import matplotlib.pyplot as plt
 
     evals = report["evaluations"]
-    points = [(m, eval_dirname(split, f"min_{m:g}")) for m in snaps]
+    points = [(m, eval_dirname(split, snapshot_name(m))) for m in snaps]
     points.append((manifest["minutes"], eval_dirname(split)))
     seeds = sorted({s for _, f in points for s in evals.get(f, {}).get("rows", {})})
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)

@@ -45,6 +45,11 @@ from arcdiff.train.validate import closing_estimate, validate
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before training stops
 
 
+def snapshot_name(minutes: float) -> str:
+    """The checkpoint ``train.snapshot_minutes`` saves after ``minutes`` of training: min_15."""
+    return f"min_{minutes:g}"
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -104,7 +109,7 @@ class _Loop:
         self.timing: dict[str, float] = {"step_s": 0.0}  # one step's and one validation's seconds
         # checkpoints after these many minutes of training (a learning curve over time)
         self.snapshots = sorted(
-            m for m in t.snapshot_minutes if not (ckpt_dir / f"min_{m:g}.pt").exists()
+            m for m in t.snapshot_minutes if not (ckpt_dir / f"{snapshot_name(m)}.pt").exists()
         )
         self.deadline = math.inf if t.max_minutes is None else t.max_minutes * 60
         self.stop_at = min(t.max_steps, until_step) if until_step else t.max_steps
@@ -173,7 +178,7 @@ class _Loop:
                 s.horizon.time_step(step_wall)
                 self.after_step(r, bar, job)
                 while self.snapshots and minutes_done >= self.snapshots[0]:
-                    self.save(f"min_{self.snapshots.pop(0):g}")
+                    self.save(snapshot_name(self.snapshots.pop(0)))
         return "max_steps"
 
     def fix_horizon(self, elapsed: float, reserve: float) -> None:
